@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -44,14 +46,13 @@ def emit(result: Any) -> None:
 
 def stage(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn StageError into a one-line message and exit status 2."""
+    @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except StageError as exc:
             click.echo(f"stylegan-ops: error: {exc}", err=True)
             sys.exit(2)
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 
@@ -201,6 +202,231 @@ def inspect(path: Path, limit: int | None) -> None:
     if report.problems:
         more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
         raise StageError(f"{path}: broken dataset: {report.problems[0]}{more}")
+
+
+# --- the version store ---------------------------------------------------------------
+
+class _Emit:
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def to_dict(self) -> Any:
+        return self.data
+
+
+def _store(ctx: click.Context) -> Any:
+    from stylegan_ops.store.local import Store
+
+    root = ctx.obj or os.environ.get("STYLEGAN_STORE") or ".stylegan-store"
+    return Store(Path(root))
+
+
+def _load_json_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StageError(f"cannot read JSON from {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise StageError(f"{path} must hold a JSON object")
+    return data
+
+
+@main.group()
+@click.option("--store", "root", type=PathArg, default=None,
+              help="Store directory (default: $STYLEGAN_STORE, else ./.stylegan-store).")
+@click.pass_context
+def store(ctx: click.Context, root: Path | None) -> None:
+    """Immutable, content-addressed versions with lineage.
+
+    \b
+    Refs: NAME, NAME:latest, NAME:vN, NAME:TAG, NAME@ID-PREFIX
+    Examples:
+      stylegan-ops store snapshot data/lsun-cat-256 --name lsun-cat-256 --tag demo
+      stylegan-ops store log lsun-cat-256
+      stylegan-ops store checkout lsun-cat-256:v1 /tmp/cats
+      stylegan-ops store pull http://host:8000 lsun-cat-256:latest
+    """
+    ctx.obj = root
+
+
+@store.command("snapshot")
+@click.argument("directory", type=PathArg)
+@click.option("--name", required=True, help="Version name, e.g. lsun-cat-256 (required).")
+@click.option("--tag", "tags", multiple=True, help="Tag to set on the version (repeatable).")
+@click.option("--lineage-json", type=PathArg, default=None,
+              help="JSON file with the lineage record (default: empty lineage).")
+@click.option("--meta-json", type=PathArg, default=None,
+              help="JSON file with free metadata, e.g. metrics (default: none).")
+@click.pass_context
+@stage
+def store_snapshot(ctx: click.Context, directory: Path, name: str, tags: tuple[str, ...],
+                   lineage_json: Path | None, meta_json: Path | None) -> None:
+    """Commit DIRECTORY as the next version of --name."""
+    from stylegan_ops.store.model import Lineage
+
+    lineage = Lineage.from_dict(_load_json_file(lineage_json))
+    version, created = _store(ctx).snapshot(directory, name, tags, lineage,
+                                            _load_json_file(meta_json))
+    emit(_Emit({**version.to_dict(), "ref": version.ref, "created": created}))
+
+
+@store.command("list")
+@click.argument("name", required=False)
+@click.pass_context
+@stage
+def store_list(ctx: click.Context, name: str | None) -> None:
+    """Names in the store, or the versions of NAME."""
+    s = _store(ctx)
+    if name is None:
+        rows = [{"name": n, "versions": len(s.versions(n)), "latest": s.versions(n)[-1].number}
+                for n in s.names()]
+        for r in rows:
+            click.echo(f"{r['name']}\t{r['versions']} versions\tlatest v{r['latest']}", err=True)
+        emit(_Emit({"names": rows}))
+        return
+    tags = s.tags(name)
+    rows = []
+    for v in s.versions(name):
+        vtags = sorted(t for t, n in tags.items() if n == v.number)
+        rows.append({"ref": v.ref, "id": v.id, "created": v.created, "tags": vtags,
+                     "files": v.file_count, "bytes": v.total_size})
+        click.echo(f"{v.ref}\t{v.id[:12]}\t{v.created}\t{v.total_size}\t{','.join(vtags)}",
+                   err=True)
+    if not rows:
+        raise StageError(f"unknown version name {name!r}")
+    emit(_Emit({"name": name, "versions": rows}))
+
+
+@store.command("show")
+@click.argument("ref")
+@click.pass_context
+@stage
+def store_show(ctx: click.Context, ref: str) -> None:
+    """Manifest, lineage and metadata of REF."""
+    s = _store(ctx)
+    v = s.resolve(ref)
+    tags = sorted(t for t, n in s.tags(v.name).items() if n == v.number)
+    emit(_Emit({**v.to_dict(), "ref": v.ref, "tags": tags,
+                "manifest": s.manifest(v.id).to_dict()}))
+
+
+@store.command("log")
+@click.argument("name")
+@click.pass_context
+@stage
+def store_log(ctx: click.Context, name: str) -> None:
+    """History of NAME, newest first, with lineage."""
+    s = _store(ctx)
+    versions = s.versions(name)
+    if not versions:
+        raise StageError(f"unknown version name {name!r}")
+    for v in reversed(versions):
+        lin = v.lineage
+        click.echo(f"{v.ref} {v.id[:12]} {v.created} run={lin.run_id} commit={lin.git_commit}",
+                   err=True)
+    emit(_Emit({"name": name, "log": [v.to_dict() for v in reversed(versions)]}))
+
+
+@store.command("diff")
+@click.argument("ref_a")
+@click.argument("ref_b")
+@click.pass_context
+@stage
+def store_diff(ctx: click.Context, ref_a: str, ref_b: str) -> None:
+    """Files added, removed and changed from REF_A to REF_B."""
+    s = _store(ctx)
+    a = {e.path: e for e in s.manifest(s.resolve(ref_a).id).entries}
+    b = {e.path: e for e in s.manifest(s.resolve(ref_b).id).entries}
+    emit(_Emit({"added": sorted(set(b) - set(a)), "removed": sorted(set(a) - set(b)),
+                "changed": sorted(p for p in set(a) & set(b) if a[p].sha256 != b[p].sha256)}))
+
+
+@store.command("checkout")
+@click.argument("ref")
+@click.argument("directory", type=PathArg)
+@click.option("--verify", is_flag=True,
+              help="Rehash every object first (default: rehash only ones whose stat changed).")
+@click.pass_context
+@stage
+def store_checkout(ctx: click.Context, ref: str, directory: Path, verify: bool) -> None:
+    """Materialise REF read-only into DIRECTORY (must be absent or empty)."""
+    v = _store(ctx).checkout(ref, directory, verify)
+    emit(_Emit({"ref": v.ref, "id": v.id, "out": str(directory)}))
+
+
+@store.command("verify")
+@click.argument("ref", required=False)
+@click.pass_context
+@stage
+def store_verify(ctx: click.Context, ref: str | None) -> None:
+    """Rehash the objects of REF (default: every version); exit 2 on any problem."""
+    checked, problems = _store(ctx).verify(ref)
+    emit(_Emit({"versions": checked, "problems": [p.to_dict() for p in problems]}))
+    if problems:
+        raise StageError(f"{len(problems)} damaged or missing files, first: "
+                         f"{problems[0].version} {problems[0].path} ({problems[0].problem})")
+
+
+@store.command("tag")
+@click.argument("ref")
+@click.argument("tag")
+@click.pass_context
+@stage
+def store_tag(ctx: click.Context, ref: str, tag: str) -> None:
+    """Point TAG of REF's name at REF (moves it if it exists)."""
+    v = _store(ctx).tag(ref, tag)
+    emit(_Emit({"ref": v.ref, "tag": tag}))
+
+
+@store.command("untag")
+@click.argument("name")
+@click.argument("tag")
+@click.pass_context
+@stage
+def store_untag(ctx: click.Context, name: str, tag: str) -> None:
+    """Remove TAG from NAME."""
+    _store(ctx).untag(name, tag)
+    emit(_Emit({"name": name, "untagged": tag}))
+
+
+@store.command("gc")
+@click.option("--dry-run", is_flag=True, help="Report only (default: delete).")
+@click.pass_context
+@stage
+def store_gc(ctx: click.Context, dry_run: bool) -> None:
+    """Delete objects no version references; report what and how much."""
+    emit(_Emit(_store(ctx).gc(dry_run)))
+
+
+@store.command("pull")
+@click.argument("url")
+@click.argument("ref")
+@click.pass_context
+@stage
+def store_pull(ctx: click.Context, url: str, ref: str) -> None:
+    """Copy REF from the read-only remote store at URL, verifying every object."""
+    from stylegan_ops.store.remote import pull
+
+    v, created = pull(_store(ctx), url, ref)
+    emit(_Emit({**v.to_dict(), "ref": v.ref, "created": created}))
+
+
+@store.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to bind.")
+@click.pass_context
+@stage
+def store_serve(ctx: click.Context, host: str, port: int) -> None:
+    """Publish the store read-only over HTTP (static files, no listings)."""
+    from stylegan_ops.store.remote import serve
+
+    httpd = serve(_store(ctx), host, port)
+    click.echo(f"serving {ctx.obj or os.environ.get('STYLEGAN_STORE', '.stylegan-store')} "
+               f"on http://{host}:{httpd.server_address[1]}", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        httpd.serve_forever()
 
 
 if __name__ == "__main__":
