@@ -28,6 +28,7 @@ test: lint
 bench: install
 	$(BIN)/python benchmarks/prepare_throughput.py
 	$(BIN)/python benchmarks/download_throughput.py
+	$(BIN)/python benchmarks/store_throughput.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache

@@ -214,11 +214,11 @@ class _Emit:
         return self.data
 
 
-def _store(ctx: click.Context) -> Any:
-    from stylegan_ops.store.local import Store
+def _store(ctx: click.Context, create: bool = False) -> Any:
+    """The store of --store / $STYLEGAN_STORE / ./.stylegan-store; only writers create it."""
+    from stylegan_ops.store.local import Store, default_root
 
-    root = ctx.obj or os.environ.get("STYLEGAN_STORE") or ".stylegan-store"
-    return Store(Path(root))
+    return Store(Path(ctx.obj) if ctx.obj else default_root(), create=create)
 
 
 def _load_json_file(path: Path | None) -> dict[str, Any]:
@@ -267,7 +267,7 @@ def store_snapshot(ctx: click.Context, directory: Path, name: str, tags: tuple[s
     from stylegan_ops.store.model import Lineage
 
     lineage = Lineage.from_dict(_load_json_file(lineage_json))
-    version, created = _store(ctx).snapshot(directory, name, tags, lineage,
+    version, created = _store(ctx, create=True).snapshot(directory, name, tags, lineage,
                                             _load_json_file(meta_json))
     emit(_Emit({**version.to_dict(), "ref": version.ref, "created": created}))
 
@@ -409,7 +409,7 @@ def store_pull(ctx: click.Context, url: str, ref: str) -> None:
     """Copy REF from the read-only remote store at URL, verifying every object."""
     from stylegan_ops.store.remote import pull
 
-    v, created = pull(_store(ctx), url, ref)
+    v, created = pull(_store(ctx, create=True), url, ref)
     emit(_Emit({**v.to_dict(), "ref": v.ref, "created": created}))
 
 
@@ -422,9 +422,10 @@ def store_serve(ctx: click.Context, host: str, port: int) -> None:
     """Publish the store read-only over HTTP (static files, no listings)."""
     from stylegan_ops.store.remote import serve
 
-    httpd = serve(_store(ctx), host, port)
-    click.echo(f"serving {ctx.obj or os.environ.get('STYLEGAN_STORE', '.stylegan-store')} "
-               f"on http://{host}:{httpd.server_address[1]}", err=True)
+    published = _store(ctx)
+    httpd = serve(published, host, port)
+    click.echo(f"serving {published.root} on http://{host}:{httpd.server_address[1]}",
+               err=True)
     with contextlib.suppress(KeyboardInterrupt):
         httpd.serve_forever()
 

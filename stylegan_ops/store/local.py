@@ -89,8 +89,11 @@ def _hash_file(path: Path) -> str:
 class Store:
     """One store directory and every operation on it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, create: bool = True) -> None:
+        """Open the store at ``root``; ``create=False`` refuses a path that holds none."""
         self.root = root
+        if not create and not (root / "objects").is_dir():
+            raise StageError(f"no version store at {root}")
         for sub in ("objects/sha256", "manifests", "names", "state", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -180,7 +183,7 @@ class Store:
             hashlib.sha256(str(source.resolve()).encode()).hexdigest() + ".json")
         cache = _read_cache(cache_path)
         with self._lock(self.root / "lock", exclusive=False):
-            entries, new_cache = self._store_objects(source, files, cache)
+            entries, new_cache = self._store_objects(files, cache)
             manifest = Manifest(tuple(sorted(entries)))
             _failpoint("after-objects")
             mpath = self.root / "manifests" / f"{manifest.id}.json"
@@ -194,30 +197,46 @@ class Store:
             self._write(cache_path, json.dumps(new_cache).encode())
         return version, created
 
-    def _store_objects(self, source: Path, files: list[tuple[str, Path]],
+    def _store_objects(self, files: list[tuple[str, Path, os.stat_result]],
                        cache: dict[str, list[Any]]) -> tuple[list[Entry], dict[str, list[Any]]]:
-        def one(item: tuple[str, Path]) -> tuple[Entry, list[Any]]:
-            rel, path = item
-            st = path.stat()
+        """Entries for every file: cache hits whose object exists cost one stat; the rest
+        are copied into the store while being hashed, in parallel."""
+        entries: list[Entry] = []
+        new_cache: dict[str, list[Any]] = {}
+        misses: list[tuple[str, Path, list[Any]]] = []
+        for rel, path, st in files:
             key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
             hit = cache.get(rel)
-            if hit and hit[:4] == key and self.object_path(hit[4]).exists():
-                return Entry(rel, st.st_size, hit[4]), [*key, hit[4]]
-            sha = self._add_object(path)
-            return Entry(rel, st.st_size, sha), [*key, sha]
+            if hit and hit[:4] == key and os.path.exists(self.object_path(hit[4])):
+                entries.append(Entry(rel, st.st_size, hit[4]))
+                new_cache[rel] = hit
+            else:
+                misses.append((rel, path, key))
+
+        def add(item: tuple[str, Path, list[Any]]) -> tuple[Entry, list[Any]]:
+            rel, path, key = item
+            sha, size = self._add_object(path)
+            return Entry(rel, size, sha), [*key, sha]
 
         with futures.ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2)) as pool:
-            results = list(pool.map(one, files))
-        return [e for e, _ in results], {e.path: c for e, c in results}
+            for entry, cached in pool.map(add, misses):
+                entries.append(entry)
+                new_cache[entry.path] = cached
+        return entries, new_cache
 
-    def _add_object(self, path: Path) -> str:
-        """Copy a file into the store while hashing it, so name and content always agree."""
+    def _add_object(self, path: Path) -> tuple[str, int]:
+        """Copy a file into the store while hashing it, so name and content always agree.
+
+        Returns the sha256 and size of what was copied (the file may change meanwhile).
+        """
         tmp = self._tmp(".obj")
         h = hashlib.sha256()
+        size = 0
         with path.open("rb") as src, open(tmp, "wb") as dst:
             while chunk := src.read(CHUNK):
                 h.update(chunk)
                 dst.write(chunk)
+                size += len(chunk)
             dst.flush()
             os.fsync(dst.fileno())
         _failpoint("after-object-tmp")
@@ -229,7 +248,7 @@ class Store:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp.chmod(0o444)
             tmp.replace(target)
-        return sha
+        return sha, size
 
     def _record_stats(self, manifest: Manifest) -> None:
         """Remember each object's (size, mtime) so checkout can skip rehashing intact ones."""
@@ -322,21 +341,27 @@ class Store:
         stats_path = self.root / "state" / "objstat" / f"{version.id}.json"
         stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
 
-        def check(e: Entry) -> Problem | None:
-            obj = self.object_path(e.sha256)
+        problems: list[Problem] = []
+        suspects: list[Entry] = []
+        for e in manifest.entries:
             try:
-                st = obj.stat()
+                st = os.stat(self.object_path(e.sha256))
             except FileNotFoundError:
-                return Problem(version.ref, e.path, e.sha256, "missing")
+                problems.append(Problem(version.ref, e.path, e.sha256, "missing"))
+                continue
             if st.st_size != e.size:
-                return Problem(version.ref, e.path, e.sha256, "size")
-            stat_changed = stats.get(e.sha256) != [st.st_size, st.st_mtime_ns]
-            if (full or stat_changed) and _hash_file(obj) != e.sha256:
+                problems.append(Problem(version.ref, e.path, e.sha256, "size"))
+            elif full or stats.get(e.sha256) != [st.st_size, st.st_mtime_ns]:
+                suspects.append(e)
+
+        def rehash(e: Entry) -> Problem | None:
+            if _hash_file(self.object_path(e.sha256)) != e.sha256:
                 return Problem(version.ref, e.path, e.sha256, "hash")
             return None
 
         with futures.ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2)) as pool:
-            return [p for p in pool.map(check, manifest.entries) if p is not None]
+            problems.extend(p for p in pool.map(rehash, suspects) if p is not None)
+        return sorted(problems, key=lambda p: p.path)
 
     def checkout(self, text: str, dest: Path, verify: bool = False) -> Version:
         """Materialise a version read-only at ``dest`` (hard links, else copies)."""
@@ -352,12 +377,15 @@ class Store:
         tmp = dest.parent / f".{dest.name}.checkout-{secrets.token_hex(4)}"
         tmp.mkdir()
         try:
-            root = tmp.resolve()
+            # check_path refuses '..' and absolute paths, and tmp is fresh and holds only
+            # what we create, so no target can leave it.
+            made = {str(tmp)}
             for e in manifest.entries:
-                target = tmp / check_path(e.path)
-                if not target.resolve().is_relative_to(root):
-                    raise StageError(f"unsafe path in manifest: {e.path!r}")
-                target.parent.mkdir(parents=True, exist_ok=True)
+                target = os.path.join(tmp, check_path(e.path))
+                parent = os.path.dirname(target)
+                if parent not in made:
+                    os.makedirs(parent, exist_ok=True)
+                    made.add(parent)
                 obj = self.object_path(e.sha256)
                 try:
                     os.link(obj, target)
@@ -366,7 +394,7 @@ class Store:
                                          errno.ENOTSUP):
                         raise
                     shutil.copyfile(obj, target)
-                    target.chmod(0o444)
+                    os.chmod(target, 0o444)
             if dest.exists():
                 dest.rmdir()
             tmp.rename(dest)
@@ -399,10 +427,12 @@ class Store:
             for vid in live_ids:
                 live_objects.update(e.sha256 for e in self.manifest(vid).entries)
             removed = {"objects": 0, "bytes": 0, "manifests": 0, "tmp": 0}
+            removed_ids: list[str] = []
             for obj in (self.root / "objects" / "sha256").glob("*/*"):
                 sha = obj.parent.name + obj.name
                 if sha not in live_objects:
                     removed["objects"] += 1
+                    removed_ids.append(sha)
                     removed["bytes"] += obj.stat().st_size
                     if not dry_run:
                         obj.unlink()
@@ -419,7 +449,8 @@ class Store:
                         shutil.rmtree(tmp, ignore_errors=True)
                     else:
                         tmp.unlink(missing_ok=True)
-        return {"dry_run": dry_run, "removed": removed, "live_versions": len(live_ids)}
+        return {"dry_run": dry_run, "removed": removed, "live_versions": len(live_ids),
+                "removed_objects": sorted(removed_ids)}
 
 
 def select(ref: Ref, text: str, versions: list[Version], tags: dict[str, int]) -> Version:
@@ -443,27 +474,31 @@ def select(ref: Ref, text: str, versions: list[Version], tags: dict[str, int]) -
     return versions[-1]
 
 
-def scan_tree(source: Path) -> list[tuple[str, Path]]:
-    """Every regular file under ``source`` as (posix relative path, path); refuses escapes.
+def scan_tree(source: Path) -> list[tuple[str, Path, os.stat_result]]:
+    """Every regular file under ``source``: (posix relative path, path, stat), sorted.
 
-    Symbolic links are followed only when they stay inside the tree.
+    Symbolic links to files are followed only when they stay inside the tree; links to
+    directories are refused.
     """
     root = source.resolve()
-    out: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(source):
-        base = Path(dirpath)
-        for d in list(dirnames):
-            if (base / d).is_symlink():
-                raise StageError(f"refusing symlinked directory {base / d}")
-        for f in filenames:
-            path = base / f
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                raise StageError(f"refusing symlink that escapes the tree: {path}")
-            if not path.is_file():
-                continue
-            rel = path.relative_to(source).as_posix()
-            out.append((check_path(rel), path))
-    return sorted(out)
+    out: list[tuple[str, Path, os.stat_result]] = []
+    stack = [(source, "")]
+    while stack:
+        directory, prefix = stack.pop()
+        with os.scandir(directory) as it:
+            for entry in it:
+                rel = prefix + entry.name
+                if entry.is_symlink():
+                    target = Path(entry.path).resolve()
+                    if not target.is_relative_to(root):
+                        raise StageError(f"refusing symlink that escapes the tree: {entry.path}")
+                    if target.is_dir():
+                        raise StageError(f"refusing symlinked directory {entry.path}")
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((Path(entry.path), rel + "/"))
+                elif entry.is_file():
+                    out.append((check_path(rel), Path(entry.path), entry.stat()))
+    return sorted(out, key=lambda item: item[0])
 
 
 def _read_cache(path: Path) -> dict[str, list[Any]]:

@@ -286,3 +286,47 @@ def test_pull_from_a_served_store(store: Store, tree: Path, tmp_path: Path) -> N
         httpd.shutdown()
         httpd.server_close()
     assert not (tmp_path / "escape").exists()
+
+
+def test_cli_serve_and_pull_between_processes(tree: Path, tmp_path: Path) -> None:
+    public = tmp_path / "public"
+    res = cli("store", "--store", public, "snapshot", tree, "--name", "cats", "--tag", "pub")
+    assert res.exit_code == 0, res.stderr
+    published = json.loads(res.stdout.splitlines()[-1])
+    assert (published["name"], published["number"]) == ("cats", 1)
+    server = subprocess.Popen([sys.executable, "-m", "stylegan_ops.cli", "store", "--store",
+                               str(public), "serve", "--port", "0"],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stderr.readline()  # "serving PATH on http://127.0.0.1:PORT"
+        url = line.split(" on ")[-1].strip()
+        pulled = subprocess.run([sys.executable, "-m", "stylegan_ops.cli", "store", "--store",
+                                 str(tmp_path / "mine"), "pull", url, "cats:pub"],
+                                capture_output=True, text=True, check=False)
+        assert pulled.returncode == 0, pulled.stderr
+        assert json.loads(pulled.stdout.splitlines()[-1])["id"] == published["id"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_read_commands_do_not_create_a_store(tmp_path: Path) -> None:
+    res = cli("store", "--store", tmp_path / "typo", "list")
+    assert res.exit_code == 2 and "no version store" in res.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+def test_lineage_and_meta_files(tree: Path, tmp_path: Path) -> None:
+    (tmp_path / "lin.json").write_text(json.dumps({"dag_id": "d", "run_id": "r", "try_number": 2,
+                                                   "inputs": ["lsun@abcd"]}))
+    (tmp_path / "meta.json").write_text(json.dumps({"fid50k": 12.5}))
+    root = tmp_path / "s"
+    assert cli("store", "--store", root, "snapshot", tree, "--name", "m", "--lineage-json",
+               tmp_path / "lin.json", "--meta-json", tmp_path / "meta.json").exit_code == 0
+    show = json.loads(cli("store", "--store", root, "show", "m").stdout)
+    assert show["lineage"]["try_number"] == 2 and show["lineage"]["inputs"] == ["lsun@abcd"]
+    assert show["meta"] == {"fid50k": 12.5}
+    (tmp_path / "bad.json").write_text(json.dumps({"dag": "typo"}))
+    res = cli("store", "--store", root, "snapshot", tree, "--name", "m", "--lineage-json",
+              tmp_path / "bad.json")
+    assert res.exit_code == 2 and "unknown lineage fields: dag" in res.stderr
