@@ -10,7 +10,7 @@ DEMO   ?= demo-out
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[tf,dev]'
+	$(BIN)/python -m pip install -q -e '.[tf,airflow,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -15,6 +15,18 @@ from stylegan_ops.data import sample
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+REQUIRE_INTEGRATION = os.environ.get("STYLEGAN_REQUIRE_INTEGRATION") == "1"
+
+
+def need(ok: bool, reason: str) -> None:
+    """Skip when a real component (Docker, PostgreSQL, …) is missing on a developer's
+    machine; under STYLEGAN_REQUIRE_INTEGRATION=1 (CI) a missing component fails instead."""
+    if ok:
+        return
+    if REQUIRE_INTEGRATION:
+        pytest.fail(f"required for CI but missing: {reason}")
+    pytest.skip(reason)
+
 
 def cli(*args: str | Path) -> Result:
     """Run ``stylegan-ops`` in-process; the result has exit_code, stdout and stderr."""

@@ -1,0 +1,106 @@
+"""stylegan2_prepare: LSUN cat.zip (or the embedded sample) → a versioned TFRecord dataset.
+
+download → unzip → extract (one mapped task per shard) → merge → inspect → commit.
+Parsing imports neither TensorFlow nor the stage code and does no I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Param, task
+from stylegan_airflow.operators import DatasetVersionOperator, StageOperator
+from stylegan_airflow.paths import run_dir
+
+LSUN_CAT = "http://dl.yf.io/lsun/objects/cat.zip"
+
+PARAMS = {
+    "source_url": Param(LSUN_CAT, type="string", minLength=1,
+                        description="URL of cat.zip, or 'sample' for the embedded LMDB"),
+    "md5_url": Param(LSUN_CAT + ".md5", type=["string", "null"],
+                     description="URL of the published .md5 (null: no check)"),
+    "sample_count": Param(1000, type="integer", minimum=1, maximum=100000,
+                          description="images in the generated sample LMDB"),
+    "resolution": Param(256, type="integer", enum=[4, 8, 16, 32, 64, 128, 256, 512, 1024]),
+    "max_images": Param(1000, type=["integer", "null"], minimum=1,
+                        description="first N decodable images (null: all)"),
+    "shards": Param(2, type="integer", minimum=1, maximum=256,
+                    description="parallel extraction tasks"),
+    "dataset_name": Param("lsun-cat-256", type="string", pattern=r"^[a-z0-9][a-z0-9._-]*$"),
+    "tags": Param([], type="array", items={"type": "string"}),
+    "profile": Param("cpu", type="string", description="resource profile for every stage"),
+    "git_commit": Param(None, type=["string", "null"],
+                        description="commit of the pipeline repo (set by the repo watcher)"),
+}
+
+with DAG(
+    dag_id="stylegan2_prepare",
+    description="Download LSUN cats, extract NVIDIA TFRecords, commit a dataset version",
+    schedule=None,
+    catchup=False,
+    params=PARAMS,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    tags=["stylegan2"],
+    render_template_as_native_obj=True,
+    doc_md=__doc__,
+) as dag:
+
+    @task(multiple_outputs=True)
+    def plan(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        """Every stage's arguments, from the params and this run's directory."""
+        root = run_dir("stylegan2_prepare", dag_run.run_id)
+        sample = params["source_url"] == "sample"
+        lmdb = f"{root}/sample-lmdb" if sample else f"{root}/lsun/cat"
+        dataset = f"{root}/dataset/{params['dataset_name']}"
+        shards = int(params["shards"])
+        download = [params["source_url"], "--out", f"{root}/cat.zip"]
+        if params["md5_url"]:
+            download += ["--md5-url", params["md5_url"]]
+        return {
+            "sample": ["--out", lmdb, "--count", str(params["sample_count"])],
+            "download": download,
+            "unzip": [f"{root}/cat.zip", "--out", f"{root}/lsun"],
+            "merge": [*(f"{root}/shards/{i}" for i in range(shards)), "--out", dataset],
+            "inspect": [dataset],
+            "dataset": dataset,
+        }
+
+    @task
+    def shard_plan(params: dict[str, Any], dag_run: Any = None) -> list[list[str]]:
+        """One argument list per extraction shard (the mapped task's expansion)."""
+        root = run_dir("stylegan2_prepare", dag_run.run_id)
+        lmdb = f"{root}/sample-lmdb" if params["source_url"] == "sample" else f"{root}/lsun/cat"
+        common = [lmdb, "--resolution", str(params["resolution"])]
+        if params["max_images"] is not None:
+            common += ["--max-images", str(params["max_images"])]
+        n = int(params["shards"])
+        return [[*common, "--out", f"{root}/shards/{i}", "--shard", f"{i}/{n}"]
+                for i in range(n)]
+
+    @task.branch
+    def choose_source(params: dict[str, Any]) -> str:
+        return "make_sample" if params["source_url"] == "sample" else "download"
+
+    args = plan()
+    profile = "{{ params.profile }}"
+    make_sample = StageOperator(task_id="make_sample", stage="make-sample-lmdb",
+                                arguments=args["sample"], profile=profile)
+    download = StageOperator(task_id="download", stage="download", arguments=args["download"],
+                             profile=profile, retries=5, execution_timeout=timedelta(hours=12))
+    unzip = StageOperator(task_id="unzip", stage="unzip", arguments=args["unzip"],
+                          profile=profile)
+    extract = StageOperator.partial(
+        task_id="extract", stage="prepare lsun", profile=profile,
+        trigger_rule="none_failed_min_one_success",
+    ).expand(arguments=shard_plan())
+    merge = StageOperator(task_id="merge", stage="prepare merge", arguments=args["merge"],
+                          profile=profile)
+    inspect = StageOperator(task_id="inspect", stage="inspect", arguments=args["inspect"],
+                            profile=profile)
+    commit = DatasetVersionOperator(task_id="commit", source=args["dataset"],
+                                    name="{{ params.dataset_name }}", tags="{{ params.tags }}")
+
+    args >> choose_source() >> [make_sample, download]
+    download >> unzip
+    [make_sample, unzip] >> extract >> merge >> inspect >> commit

@@ -1,0 +1,96 @@
+"""stylegan2_watch_repo: one pipeline run per new commit of the pipeline's Git repository.
+
+Every few minutes a sensor looks for commits on the watched branch that were not fired for
+yet. For each (oldest first) it reads the settings file at that commit and triggers the
+DAG it names with its conf plus ``git_commit``. Run ids are ``commit__<sha>``, so a commit
+can never trigger twice; the remembered head moves only after the triggers succeeded, so
+none is missed, and it lives in an Airflow Variable, so restarts change nothing.
+
+Settings file (``stylegan2.yaml`` at the repository root)::
+
+    dag: stylegan2_prepare        # stylegan2_prepare or stylegan2_train
+    conf:                         # that DAG's params
+      source_url: sample
+      resolution: 64
+      max_images: 500
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, Param, task
+from stylegan_airflow.sensors import GitCommitSensor, remember
+
+ALLOWED = ["stylegan2_prepare", "stylegan2_train"]
+# How long one scheduled run looks for news before it skips (the next run looks again).
+WATCH_SECONDS = int(os.environ.get("STYLEGAN_WATCH_TIMEOUT", "240"))
+POKE_SECONDS = int(os.environ.get("STYLEGAN_WATCH_POKE", "30"))
+
+with DAG(
+    dag_id="stylegan2_watch_repo",
+    description="Trigger the pipeline once per new commit of its Git repository",
+    schedule=timedelta(minutes=5),
+    start_date=None,
+    catchup=False,
+    max_active_runs=1,
+    params={
+        "repo": Param(os.environ.get("STYLEGAN_WATCH_REPO", ""), type="string",
+                      description="owner/name (github) or a git URL/path (git); empty: the "
+                                  "Variable stylegan_watch_repo"),
+        "branch": Param(os.environ.get("STYLEGAN_WATCH_BRANCH", "main"), type="string"),
+        "backend": Param(os.environ.get("STYLEGAN_WATCH_BACKEND", "github"), type="string",
+                         enum=["github", "git"]),
+        "github_conn_id": Param("github_default", type="string"),
+        "settings_path": Param("stylegan2.yaml", type="string"),
+        "allowed_dags": Param(ALLOWED, type="array", items={"type": "string"}),
+    },
+    tags=["stylegan2"],
+    doc_md=__doc__,
+) as dag:
+    repo = "{{ params.repo or var.value.get('stylegan_watch_repo', '') }}"
+    watch = GitCommitSensor(
+        task_id="watch", repo=repo, branch="{{ params.branch }}", backend="{{ params.backend }}",
+        settings_path="{{ params.settings_path }}", github_conn_id="{{ params.github_conn_id }}",
+        mode="reschedule", poke_interval=POKE_SECONDS, timeout=WATCH_SECONDS, soft_fail=True,
+    )
+
+    @task
+    def plan_runs(found: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+        """A trigger per commit whose settings file names an allowed DAG."""
+        import yaml
+
+        runs = []
+        for commit in found["commits"]:
+            sha, text = commit["sha"], commit["settings"]
+            if text is None:
+                print(f"{sha}: no {params['settings_path']}; nothing to run")
+                continue
+            try:
+                settings = yaml.safe_load(text) or {}
+                dag_id, conf = settings["dag"], dict(settings.get("conf") or {})
+            except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+                print(f"{sha}: unreadable settings ({exc}); nothing to run")
+                continue
+            if dag_id not in params["allowed_dags"]:
+                print(f"{sha}: DAG {dag_id!r} is not in allowed_dags; nothing to run")
+                continue
+            runs.append({"trigger_dag_id": dag_id, "trigger_run_id": f"commit__{sha}",
+                         "conf": {**conf, "git_commit": sha}})
+        return runs
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def remember_head(found: dict[str, Any]) -> str:
+        """Move the remembered head only now that every run exists."""
+        head = str(found["commits"][-1]["sha"])
+        remember(found["backend"], found["repo"], found["branch"], head)
+        return head
+
+    runs = plan_runs(watch.output)
+    trigger = TriggerDagRunOperator.partial(
+        task_id="trigger", skip_when_already_exists=True, wait_for_completion=False,
+    ).expand_kwargs(runs)
+    trigger >> remember_head(watch.output)

@@ -1,0 +1,53 @@
+"""The one place a stage's command line is built; runners only decide where it runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import Any
+
+ENTRY = "stylegan-ops"
+
+
+@cache
+def known_stages() -> frozenset[str]:
+    """Every runnable sub-command path of the CLI, e.g. ``prepare lsun``, ``store snapshot``."""
+    import click
+
+    from stylegan_ops.cli import main
+
+    stages: set[str] = set()
+
+    def walk(group: click.Group, prefix: str) -> None:
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                walk(cmd, f"{prefix}{name} ")
+            else:
+                stages.add(f"{prefix}{name}")
+
+    walk(main, "")
+    return frozenset(stages)
+
+
+def check_stage(stage: str) -> str:
+    if stage not in known_stages():
+        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(sorted(known_stages()))}")
+    return stage
+
+
+def build_command(stage: str, arguments: Sequence[Any] = ()) -> list[str]:
+    """``stylegan-ops <stage words> <arguments>`` as an argv list."""
+    return [ENTRY, *check_stage(stage).split(), *(str(a) for a in arguments)]
+
+
+def last_json(lines: Iterable[str]) -> Any:
+    """The stage's result: the last output line that is a JSON object."""
+    for line in reversed(list(lines)):
+        text = line.strip()
+        if text.startswith("{"):
+            try:
+                return json.loads(text)
+            except ValueError:
+                continue
+    return None

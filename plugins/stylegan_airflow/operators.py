@@ -1,0 +1,140 @@
+"""Thin operators: a stage command handed to a profile's runner, and a store commit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Asset, AssetAlias, BaseOperator
+
+from stylegan_airflow.commands import build_command, check_stage
+from stylegan_airflow.profiles import VARIABLE, get_profile
+from stylegan_airflow.runners import RUNNERS, Runner, store_path
+
+
+def _templated(value: Any) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
+def _profile_file() -> str | None:
+    """The profiles file: the Airflow Variable when set (read at run time only), else env."""
+    from airflow.sdk import Variable
+
+    try:
+        return Variable.get(VARIABLE, default=None)
+    except Exception:  # noqa: BLE001 - no API server (e.g. plain unit tests): use env/default
+        return None
+
+
+class StageOperator(BaseOperator):
+    """Run one ``stylegan-ops`` stage; its last JSON stdout line becomes the XCom value.
+
+    :param stage: the sub-command, e.g. ``"download"`` or ``"prepare lsun"``.
+    :param arguments: its arguments (templated; expandable for dynamic task mapping).
+    :param profile: resource profile name (templated); decides runner, image and limits.
+    """
+
+    template_fields: Sequence[str] = ("arguments", "profile")
+    ui_color = "#d9ecff"
+
+    def __init__(self, *, stage: str, arguments: Sequence[Any] = (), profile: str = "cpu",
+                 **kwargs: Any) -> None:
+        check_stage(stage)
+        if not _templated(profile):
+            resolved = get_profile(profile)  # unknown profile: a DAG import error naming it
+            kwargs.setdefault("queue", resolved.queue)
+            kwargs.setdefault("pool", resolved.pool)
+        super().__init__(**kwargs)
+        self.stage = stage
+        self.arguments = arguments
+        self.profile = profile
+        self._runner: Runner | None = None
+
+    def command(self) -> list[str]:
+        """The argv this task runs (after templating)."""
+        return build_command(self.stage, list(self.arguments))
+
+    def execute(self, context: Any) -> Any:
+        profile = get_profile(self.profile, _profile_file())
+        self._runner = RUNNERS[profile.runner](profile)
+        return self._runner.run(self.command(), context, self.log)
+
+    def on_kill(self) -> None:
+        if self._runner is not None:
+            self._runner.kill()
+
+
+def version_asset(name: str) -> Asset:
+    """The Airflow Asset whose events announce new versions of ``name``."""
+    return Asset(name=f"stylegan-version-{name}", uri=f"x-stylegan://versions/{name}")
+
+
+# Versions whose name is only known at run time are announced through this alias.
+VERSIONS_ALIAS = AssetAlias("stylegan-versions")
+
+
+class DatasetVersionOperator(BaseOperator):
+    """Commit a directory into the version store with lineage from the Airflow context.
+
+    Emits an Asset event (``extra`` holds the version id and ref) and returns the version.
+
+    :param source: directory to commit (templated).
+    :param name: version name, e.g. ``lsun-cat-256`` (templated).
+    :param tags: tags to set (templated).
+    :param inputs: task ids whose XCom is a version (or has ``id``/``name``): lineage inputs.
+    :param meta: free metadata, e.g. metrics (templated).
+    """
+
+    template_fields: Sequence[str] = ("source", "name", "tags", "meta")
+    ui_color = "#fde2b8"
+
+    def __init__(self, *, source: str, name: str, tags: Sequence[str] = (),
+                 inputs: Sequence[str] = (), meta: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        if not _templated(name):
+            from stylegan_ops.store.model import check_name
+
+            try:
+                check_name(name)
+            except Exception as exc:
+                raise ValueError(str(exc)) from exc
+            kwargs.setdefault("outlets", [version_asset(name)])
+        else:
+            kwargs.setdefault("outlets", [VERSIONS_ALIAS])
+        super().__init__(**kwargs)
+        self.source = source
+        self.name = name
+        self.tags = tags
+        self.inputs = tuple(inputs)
+        self.meta = meta or {}
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from stylegan_ops.store.local import Store
+        from stylegan_ops.store.model import Lineage
+
+        ti = context["ti"]
+        conf = getattr(context.get("dag_run"), "conf", None) or {}
+        inputs = []
+        for task_id in self.inputs:
+            value = ti.xcom_pull(task_ids=task_id)
+            if isinstance(value, dict) and "id" in value:
+                inputs.append(f"{value.get('name', task_id)}@{value['id']}")
+        lineage = Lineage(
+            dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+            try_number=ti.try_number, git_commit=conf.get("git_commit"),
+            params={k: v for k, v in dict(context.get("params") or {}).items()},
+            inputs=tuple(inputs), image=os.environ.get("STYLEGAN_IMAGE"))
+        store = Store(Path(store_path()))
+        version, created = store.snapshot(Path(self.source), self.name, tuple(self.tags),
+                                          lineage, dict(self.meta))
+        self.log.info("%s %s (%s)", "committed" if created else "unchanged, reusing",
+                      version.ref, version.id)
+        extra = {"version_id": version.id, "ref": version.ref, "name": version.name}
+        for outlet in self.outlets:
+            if isinstance(outlet, AssetAlias):
+                context["outlet_events"][outlet].add(version_asset(version.name), extra=extra)
+            elif isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra = extra
+        return {**version.to_dict(), "ref": version.ref, "created": created}

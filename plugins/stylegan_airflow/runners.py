@@ -1,0 +1,192 @@
+"""Runners: where a built stage command runs. ``local`` (a worker subprocess) and ``docker``
+(a container on the profile's Docker host, through the Docker provider's operator)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from airflow.sdk.exceptions import AirflowException
+
+from stylegan_airflow.commands import last_json
+
+STORE_ENV = "STYLEGAN_STORE"
+WORKSPACE_ENV = "STYLEGAN_WORKSPACE"
+DEFAULT_WORKSPACE = "/tmp/stylegan-workspace"  # noqa: S108 - overridable, documented
+
+
+def workspace() -> str:
+    """Where stage outputs live; the docker runner mounts it at the same path."""
+    return os.environ.get(WORKSPACE_ENV, DEFAULT_WORKSPACE)
+
+
+def store_path() -> str:
+    return str(Path(os.environ.get(STORE_ENV, ".stylegan-store")).absolute())
+
+
+class Runner(Protocol):
+    def run(self, argv: Sequence[str], context: Any, log: logging.Logger) -> Any: ...
+
+    def kill(self) -> None: ...
+
+
+class LocalRunner:
+    """``stylegan-ops`` as a subprocess of the worker; output streamed live to the task log."""
+
+    def __init__(self, profile: Any) -> None:
+        self.profile = profile
+        self.proc: subprocess.Popen[str] | None = None
+
+    def run(self, argv: Sequence[str], context: Any, log: logging.Logger) -> Any:
+        cmd = [sys.executable, "-m", "stylegan_ops.cli", *argv[1:]]
+        env = {**os.environ, **self.profile.environment, "PYTHONUNBUFFERED": "1"}
+        log.info("running %s", " ".join(argv))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env, start_new_session=True)
+        stdout: list[str] = []
+        stderr: list[str] = []
+
+        def pump(stream: Any, sink: list[str]) -> None:
+            for line in stream:
+                sink.append(line)
+                log.info("%s", line.rstrip())
+
+        threads = [threading.Thread(target=pump, args=(self.proc.stdout, stdout)),
+                   threading.Thread(target=pump, args=(self.proc.stderr, stderr))]
+        for t in threads:
+            t.start()
+        rc = self.proc.wait()
+        for t in threads:
+            t.join()
+        if rc != 0:
+            message = next((ln.strip() for ln in reversed(stderr) if ln.strip()), "")
+            raise AirflowException(f"stage `{' '.join(argv[1:3])}` failed with exit code {rc}: "
+                                   f"{message}")
+        return last_json(stdout)
+
+    def kill(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def container_name(context: Any) -> str:
+    """dag-run-task-try (plus map index), in Docker's allowed characters."""
+    ti = context["ti"]
+    parts = [ti.dag_id, ti.run_id, ti.task_id, f"try{ti.try_number}"]
+    if getattr(ti, "map_index", -1) not in (-1, None):
+        parts.append(f"map{ti.map_index}")
+    name = re.sub(r"[^a-zA-Z0-9_.-]+", "-", "-".join(str(p) for p in parts)).strip("-.")
+    return name[:200]
+
+
+class DockerRunner:
+    """The stage image on the profile's Docker host, via the provider's DockerOperator.
+
+    The workspace and the store are bind-mounted at the same paths inside the container,
+    so argument paths mean the same thing on both sides.
+    """
+
+    def __init__(self, profile: Any) -> None:
+        self.profile = profile
+        self.operator: Any = None
+
+    def build_operator(self, argv: Sequence[str], context: Any) -> Any:
+        from airflow.providers.docker.operators.docker import DockerOperator
+        from docker.types import DeviceRequest, Mount
+
+        p = self.profile
+        mounts = []
+        for path in dict.fromkeys([workspace(), store_path()]):
+            Path(path).mkdir(parents=True, exist_ok=True)
+            mounts.append(Mount(target=path, source=path, type="bind"))
+        device_requests = None
+        if p.wants_gpu:
+            count = -1 if p.gpus == "all" else int(p.gpus)
+            device_requests = [DeviceRequest(count=count, capabilities=[["gpu"]])]
+        return DockerOperator(
+            task_id=f"{context['ti'].task_id}_container",
+            image=p.image,
+            command=list(argv),
+            docker_url=p.docker_url,
+            tls_ca_cert=p.tls_ca_cert,
+            tls_client_cert=p.tls_client_cert,
+            tls_client_key=p.tls_client_key,
+            container_name=container_name(context),
+            auto_remove="force",
+            mounts=mounts,
+            mount_tmp_dir=False,
+            mem_limit=p.mem_limit,
+            shm_size=_bytes(p.shm_size),
+            cpus=p.cpus,
+            device_requests=device_requests,
+            environment={STORE_ENV: store_path(), WORKSPACE_ENV: workspace(),
+                         "PYTHONUNBUFFERED": "1", **p.environment},
+            user=f"{os.getuid()}:{os.getgid()}",  # files in the workspace stay the worker's
+            working_dir=workspace(),
+            xcom_all=True,
+            do_xcom_push=True,
+        )
+
+    def run(self, argv: Sequence[str], context: Any, log: logging.Logger) -> Any:
+        from docker.errors import APIError, DockerException
+
+        self.operator = self.build_operator(argv, context)
+        log.info("running %s in %s on %s", " ".join(argv), self.profile.image,
+                 self.profile.docker_url)
+        try:
+            lines = self.operator.execute(context)
+        except APIError as exc:
+            text = str(exc)
+            if self.profile.wants_gpu and ("device driver" in text or "gpu" in text.lower()):
+                raise AirflowException(
+                    f"profile {self.profile.name!r} asks for GPUs but the Docker host "
+                    f"{self.profile.docker_url} has no GPU runtime (install the NVIDIA "
+                    f"Container Toolkit there, or use a CPU profile): {text}") from exc
+            raise AirflowException(f"Docker refused the stage container: {text}") from exc
+        except DockerException as exc:
+            raise AirflowException(f"cannot use Docker host {self.profile.docker_url}: "
+                                   f"{exc}") from exc
+        except Exception as exc:
+            if type(exc).__name__ == "DockerContainerFailedException":
+                logs = getattr(exc, "logs", None) or []
+                message = next((str(ln).strip() for ln in reversed(list(logs))
+                                if "error" in str(ln).lower()), str(exc))
+                raise AirflowException(f"stage `{' '.join(argv[1:3])}` failed in its "
+                                       f"container: {message}") from exc
+            raise
+        if isinstance(lines, str):
+            lines = [lines]
+        return last_json(str(line) for line in (lines or []))
+
+    def kill(self) -> None:
+        if self.operator is not None:
+            self.operator.on_kill()
+
+
+def _bytes(size: str | None) -> int | None:
+    """'1g' / '512m' / '65536' → bytes (DockerOperator wants shm_size as an int)."""
+    if size is None:
+        return None
+    m = re.fullmatch(r"(\d+)([kmgt]?)b?", str(size).strip().lower())
+    if not m:
+        raise ValueError(f"bad size {size!r}: use e.g. 512m or 2g")
+    return int(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " ")
+
+
+RUNNERS: dict[str, type[LocalRunner] | type[DockerRunner]] = {
+    "local": LocalRunner,
+    "docker": DockerRunner,
+}
