@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python benchmarks/prepare_throughput.py
 	$(BIN)/python benchmarks/download_throughput.py
 	$(BIN)/python benchmarks/store_throughput.py
+	$(BIN)/python benchmarks/orchestration_overhead.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache

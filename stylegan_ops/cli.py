@@ -39,6 +39,16 @@ class ShardType(click.ParamType):  # type: ignore[type-arg]
         return index, count
 
 
+class _Emit:
+    """Wraps a plain dict so ``emit`` can print it like a stage result."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def to_dict(self) -> Any:
+        return self.data
+
+
 def emit(result: Any) -> None:
     """Print the stage result as one JSON line: the task's XCom in Airflow."""
     click.echo(json.dumps(result.to_dict(), sort_keys=True))
@@ -189,6 +199,17 @@ def make_sample_lmdb(out: Path, count: int, bad: int | None, seed: int, workers:
 
 
 @main.command()
+@stage
+def info() -> None:
+    """Versions of this tool and its runtime (a no-op stage: checks an image or worker)."""
+    import importlib.util
+    import platform
+
+    emit(_Emit({"stylegan_ops": __version__, "python": platform.python_version(),
+                "tensorflow_installed": importlib.util.find_spec("tensorflow") is not None}))
+
+
+@main.command()
 @click.argument("path", type=PathArg)
 @click.option("--limit", type=int, default=None,
               help="Check the pyramid of the first N images only (default: all).")
@@ -205,14 +226,6 @@ def inspect(path: Path, limit: int | None) -> None:
 
 
 # --- the version store ---------------------------------------------------------------
-
-class _Emit:
-    def __init__(self, data: Any) -> None:
-        self.data = data
-
-    def to_dict(self) -> Any:
-        return self.data
-
 
 def _store(ctx: click.Context, create: bool = False) -> Any:
     """The store of --store / $STYLEGAN_STORE / ./.stylegan-store; only writers create it."""

@@ -1,7 +1,8 @@
 """A fake GitHub REST API on 127.0.0.1, answering from a real local git repository.
 
 Enough of the API for PyGithub's get_repo / get_branch / compare / get_contents, with
-scripted faults: ``500`` (server error) and ``ratelimit`` (403, remaining 0, reset in 1 s).
+scripted faults: ``500`` (server error), ``429`` (Retry-After 1 s) and ``ratelimit`` (403,
+remaining 0, reset in 1 s).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class FakeGithub:
                     fault = outer.faults.popleft()
                     if fault == "500":
                         return self._send(500, {"message": "boom"})
+                    if fault == "429":
+                        return self._send(429, {"message": "Too Many Requests"},
+                                          {"Retry-After": "1"})
                     if fault == "ratelimit":
                         return self._send(403, {"message": "API rate limit exceeded"}, {
                             "X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "60",

@@ -6,6 +6,7 @@ configuration at import time.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+TEST_DAGS = Path(__file__).resolve().parent / "dags"
 HOME = Path(tempfile.mkdtemp(prefix="stylegan-airflow-home-"))
 os.environ.update({
     "AIRFLOW_HOME": str(HOME),
@@ -25,6 +27,13 @@ os.environ.update({
     "STYLEGAN_STORE": str(HOME / "store"),
     "STYLEGAN_WATCH_TIMEOUT": "3",  # one watcher run looks for news this long, then skips
     "STYLEGAN_WATCH_POKE": "1",
+    # the product's DAGs, plus test-only DAGs in a bundle of their own
+    "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([
+        {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+         "kwargs": {"path": str(ROOT / "dags")}},
+        {"name": "test-dags", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+         "kwargs": {"path": str(TEST_DAGS)}},
+    ]),
 })
 
 
@@ -36,8 +45,9 @@ def airflow_db() -> Path:
     return HOME
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def dagbag() -> object:
+    """A fresh parse per test: dag.test(run_conf=...) leaves the conf in the DAG's params."""
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(str(ROOT / "dags"))

@@ -99,3 +99,54 @@ def test_helpers() -> None:
     assert last_json(["progress", '{"a": 1}', "trailing", '{"b": 2}\n', "done"]) == {"b": 2}
     assert last_json(["no json"]) is None
     assert container_name(context()).startswith("stylegan2_prepare-manual")
+
+
+def ti_context(task_id: str = "t") -> dict[str, object]:
+    return context(task_id)
+
+
+def test_local_runner_returns_the_stage_json(tmp_path: Path) -> None:
+    op = StageOperator(task_id="t", stage="info")
+    result = op.execute(ti_context())
+    assert result["stylegan_ops"] and result["python"].startswith("3.")
+
+
+def test_stage_failure_fails_the_task_with_its_message(tmp_path: Path) -> None:
+    from airflow.sdk.exceptions import AirflowException
+
+    op = StageOperator(task_id="t", stage="inspect", arguments=[tmp_path / "missing"])
+    with pytest.raises(AirflowException, match=r"exit code 2: .*not a directory: .*missing"):
+        op.execute(ti_context())
+
+
+def test_on_kill_stops_the_stage_process(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from airflow.sdk.exceptions import AirflowException
+
+    op = StageOperator(task_id="t", stage="make-sample-lmdb",
+                       arguments=["--out", tmp_path / "big", "--count", 100000,
+                                  "--workers", 1])
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            op.execute(ti_context())
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while op._runner is None or op._runner.proc is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)
+    started = time.monotonic()
+    op.on_kill()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and time.monotonic() - started < 15
+    assert errors and isinstance(errors[0], AirflowException)
+    assert op._runner.proc.poll() is not None
+    assert not (tmp_path / "big").exists()  # the atomic write left nothing behind

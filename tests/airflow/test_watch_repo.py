@@ -108,7 +108,8 @@ def test_server_errors_and_rate_limits_delay_but_lose_nothing(
         github_conn(api.url)
         conf = {"repo": "cats/pipeline", "backend": "github", "github_conn_id": "github_fake"}
         first = push(work, {"sample_count": 1})
-        api.faults.extend(["500", "ratelimit", "500"])  # absorbed by the client's retries
+        # 500s and a rate limit are absorbed by the client's retries; a 429 by a re-poke
+        api.faults.extend(["500", "ratelimit", "429", "500"])
         assert watch(dagbag, conf) == "success"
         assert set(triggered([first])) == {f"commit__{first}"}
 
