@@ -225,6 +225,91 @@ def inspect(path: Path, limit: int | None) -> None:
         raise StageError(f"{path}: broken dataset: {report.problems[0]}{more}")
 
 
+# --- StyleGAN2 -------------------------------------------------------------------------
+
+@main.command()
+@click.option("--data", type=PathArg, required=True, help="NVIDIA-layout dataset directory.")
+@click.option("--out", type=PathArg, required=True, help="Run directory (created).")
+@click.option("--config", default="config-f", show_default=True,
+              help="Network preset: config-f, config-e or small.")
+@click.option("--total-kimg", type=float, default=10.0, show_default=True,
+              help="Thousands of real images to show D.")
+@click.option("--batch", type=int, default=32, show_default=True, help="Minibatch size.")
+@click.option("--gamma", type=float, default=10.0, show_default=True, help="R1 weight.")
+@click.option("--mirror", is_flag=True, help="x-flip the reals (default: off).")
+@click.option("--resume", default=None,
+              help="Snapshot dir to continue, or 'auto' for the newest in --out (default: none).")
+@click.option("--aug", type=click.Choice(["none", "ada"]), default="none", show_default=True,
+              help="Adaptive discriminator augmentation.")
+@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs to use.")
+@click.option("--tick-kimg", type=float, default=1.0, show_default=True,
+              help="kimg between stats lines.")
+@click.option("--snapshot-ticks", type=int, default=4, show_default=True,
+              help="Ticks between snapshots.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@stage
+def train(data: Path, out: Path, config: str, total_kimg: float, batch: int, gamma: float,
+          mirror: bool, resume: str | None, aug: str, gpus: int, tick_kimg: float,
+          snapshot_ticks: int, seed: int) -> None:
+    """Train StyleGAN2 (TF2) on a dataset; --resume auto continues after a crash."""
+    from stylegan_ops.training import loop
+
+    emit(loop.run(loop.TrainConfig(data, out, config, total_kimg, batch, gamma, mirror, resume,
+                                   aug, gpus=gpus, tick_kimg=tick_kimg,
+                                   snapshot_ticks=snapshot_ticks, seed=seed)))
+
+
+@main.command()
+@click.option("--network", type=PathArg, required=True,
+              help="Snapshot directory or NVIDIA .pkl (required).")
+@click.option("--seeds", required=True, help="Seeds: a-b (inclusive) or a,b,c.")
+@click.option("--truncation-psi", type=float, default=0.5, show_default=True,
+              help="Truncation ψ (1: none).")
+@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const",
+              show_default=True, help="const: noise from the seed, as NVIDIA's script.")
+@click.option("--out", type=PathArg, required=True, help="Directory to create.")
+@stage
+def generate(network: Path, seeds: str, truncation_psi: float, noise_mode: str,
+             out: Path) -> None:
+    """Generate seed<NNNN>.png for each seed."""
+    from stylegan_ops import generate as stage_mod
+
+    emit(stage_mod.run(stage_mod.GenerateConfig(network, stage_mod.parse_seeds(seeds), out,
+                                                truncation_psi, noise_mode)))
+
+
+@main.command("style-mix")
+@click.option("--network", type=PathArg, required=True, help="Snapshot directory or .pkl.")
+@click.option("--row-seeds", required=True, help="Seeds of the rows.")
+@click.option("--col-seeds", required=True, help="Seeds of the columns.")
+@click.option("--col-styles", default="0-6", show_default=True,
+              help="Layers whose w comes from the column.")
+@click.option("--truncation-psi", type=float, default=0.5, show_default=True, help="ψ.")
+@click.option("--out", type=PathArg, required=True, help="Directory for grid.png.")
+@stage
+def style_mix(network: Path, row_seeds: str, col_seeds: str, col_styles: str,
+              truncation_psi: float, out: Path) -> None:
+    """Style-mixing grid: row seeds × column seeds."""
+    from stylegan_ops import generate as stage_mod
+
+    if not network.exists():
+        raise StageError(f"no such network: {network}")
+    parse = stage_mod.parse_seeds
+    emit(stage_mod.style_mix(network, parse(row_seeds), parse(col_seeds), parse(col_styles),
+                             truncation_psi, out))
+
+
+@main.command("import-pkl")
+@click.argument("pkl", type=PathArg)
+@click.option("--out", type=PathArg, required=True, help="Snapshot directory to create.")
+@stage
+def import_pkl(pkl: Path, out: Path) -> None:
+    """Convert NVIDIA's .pkl (G, D, Gs) into a snapshot, never executing its code."""
+    from stylegan_ops import generate as stage_mod
+
+    emit(_Emit(stage_mod.import_pickle(pkl, out)))
+
+
 # --- the version store ---------------------------------------------------------------
 
 def _store(ctx: click.Context, create: bool = False) -> Any:

@@ -1,0 +1,89 @@
+"""Network snapshots: a directory with ``config.json`` and ``.npz`` weights keyed by
+NVIDIA's variable names (never pickles), plus the training state needed to resume."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stylegan_ops.errors import StageError
+from stylegan_ops.fsutil import atomic_dir, dump_json, read_json
+from stylegan_ops.networks.presets import NetworkConfig
+
+FORMAT = "stylegan-ops-snapshot/1"
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    path.write_bytes(buf.getvalue())
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise StageError(f"cannot read weights {path}: {exc}") from exc
+
+
+def assign(params: dict[str, Any], arrays: dict[str, np.ndarray], what: str) -> None:
+    """Copy arrays into variables by name, checking that names and shapes match exactly."""
+    missing = sorted(set(params) - set(arrays))
+    extra = sorted(set(arrays) - set(params))
+    if missing or extra:
+        raise StageError(f"{what}: weights do not match the network (missing: "
+                         f"{missing[:3]}{'…' if len(missing) > 3 else ''}, unexpected: "
+                         f"{extra[:3]}{'…' if len(extra) > 3 else ''})")
+    for name, var in params.items():
+        value = arrays[name]
+        if tuple(value.shape) != tuple(var.shape):
+            raise StageError(f"{what}: {name} has shape {tuple(value.shape)}, the network "
+                             f"expects {tuple(var.shape)}")
+        var.assign(value.astype(np.float32))
+
+
+@dataclass
+class Snapshot:
+    """What a snapshot directory holds, in memory."""
+
+    config: NetworkConfig
+    G: dict[str, np.ndarray]
+    D: dict[str, np.ndarray]
+    Gs: dict[str, np.ndarray]
+    state: dict[str, Any]  # kimg, augment p, pl mean, optimizer step counts, …
+    optimizer: dict[str, np.ndarray]  # optimizer slots keyed "<opt>/<slot>/<var name>"
+
+    def save(self, out: Path, meta: dict[str, Any] | None = None) -> None:
+        with atomic_dir(out) as tmp:
+            _save_npz(tmp / "G.npz", self.G)
+            _save_npz(tmp / "D.npz", self.D)
+            _save_npz(tmp / "Gs.npz", self.Gs)
+            if self.optimizer:
+                _save_npz(tmp / "optimizer.npz", self.optimizer)
+            (tmp / "state.json").write_bytes(dump_json(self.state))
+            (tmp / "config.json").write_bytes(dump_json({
+                "format": FORMAT, "network": self.config.to_dict(), **(meta or {})}))
+
+    @classmethod
+    def load(cls, path: Path, need_training_state: bool = False) -> Snapshot:
+        if not (path / "config.json").is_file():
+            raise StageError(f"not a network snapshot (no config.json): {path}")
+        cfg = read_json(path / "config.json")
+        if cfg.get("format") != FORMAT:
+            raise StageError(f"{path}: unknown snapshot format {cfg.get('format')!r}")
+        network = NetworkConfig.from_dict(cfg["network"])
+        gs = load_npz(path / "Gs.npz")
+        g = load_npz(path / "G.npz") if (path / "G.npz").exists() else {}
+        d = load_npz(path / "D.npz") if (path / "D.npz").exists() else {}
+        if need_training_state and not (g and d):
+            raise StageError(f"{path} holds no G/D weights to resume training from")
+        opt = load_npz(path / "optimizer.npz") if (path / "optimizer.npz").exists() else {}
+        state = json.loads((path / "state.json").read_text()) \
+            if (path / "state.json").exists() else {}
+        return cls(network, g, d, gs, state, opt)

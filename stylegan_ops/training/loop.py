@@ -1,0 +1,373 @@
+"""StyleGAN2 training: non-saturating logistic loss, lazy R1 and path-length
+regularisation, G EMA, optional ADA, snapshots that resume exactly."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from stylegan_ops.data.montage import save_grid
+from stylegan_ops.errors import StageError
+from stylegan_ops.fsutil import dump_json, temp_sibling
+from stylegan_ops.networks.discriminator import Discriminator
+from stylegan_ops.networks.generator import Generator
+from stylegan_ops.networks.presets import NetworkConfig, preset
+from stylegan_ops.networks.snapshot import Snapshot, assign
+from stylegan_ops.training.augment import AdaController, augment
+from stylegan_ops.training.dataset import image_dataset, top_level
+
+log = logging.getLogger(__name__)
+SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d{6})$")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training options; defaults are NVIDIA's config-f settings."""
+
+    data: Path
+    out: Path
+    config: str = "config-f"  # network preset (presets.PRESETS)
+    total_kimg: float = 10.0  # thousands of real images shown to D
+    batch: int = 32
+    gamma: float = 10.0  # R1 weight
+    mirror: bool = False  # x-flip the reals
+    resume: str | None = None  # a snapshot dir, or "auto": the newest in ``out``
+    aug: str = "none"  # "none" or "ada"
+    ada_target: float = 0.6
+    gpus: int = 1
+    lr: float = 0.002
+    betas: tuple[float, float] = (0.0, 0.99)
+    eps: float = 1e-8
+    r1_interval: int = 16  # lazy R1: every 16 D steps
+    pl_interval: int = 4  # lazy path-length regularisation: every 4 G steps
+    pl_weight: float = 2.0
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+    ema_kimg: float = 10.0  # G EMA half-life
+    style_mixing: float = 0.9
+    tick_kimg: float = 1.0  # a stats line every tick
+    snapshot_ticks: int = 4  # a snapshot every this many ticks (and at the end)
+    seed: int = 0
+    fused: bool | None = None  # grouped-conv modulation; None: on when a GPU is used
+
+    def __post_init__(self) -> None:
+        if self.total_kimg <= 0:
+            raise StageError(f"total-kimg must be > 0, got {self.total_kimg}")
+        if self.batch < 2:
+            raise StageError(f"batch must be >= 2, got {self.batch}")
+        if self.gpus < 1 or self.batch % self.gpus:
+            raise StageError(f"batch {self.batch} is not divisible by gpus {self.gpus}")
+        if self.batch % self.pl_batch_shrink:
+            raise StageError(f"batch {self.batch} is not divisible by the path-length "
+                             f"batch shrink {self.pl_batch_shrink}")
+        if self.aug not in ("none", "ada"):
+            raise StageError(f"aug must be 'none' or 'ada', got {self.aug!r}")
+        preset(self.config)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["data"], d["out"] = str(self.data), str(self.out)
+        return d
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: str
+    kimg: float
+    snapshot: str
+    final: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Adam:
+    """Adam (TF1 form) over a fixed list of variables; its state is plain variables, so
+    it is saved and restored by name."""
+
+    def __init__(self, name: str, variables: list[tf.Variable], lr: float,
+                 betas: tuple[float, float], eps: float, interval: int | None) -> None:
+        # lazy regularisation: scale lr and betas as if the reg step ran every step
+        c = interval / (interval + 1) if interval else 1.0
+        self.name, self.vars = name, variables
+        self.lr, self.b1, self.b2, self.eps = lr * c, betas[0] ** c, betas[1] ** c, eps
+        self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+        self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+        self.t = tf.Variable(0.0, trainable=False)
+
+    def apply(self, grads: list[tf.Tensor]) -> None:
+        t = self.t.assign_add(1.0)
+        lr_t = self.lr * tf.sqrt(1 - self.b2 ** t) / (1 - self.b1 ** t)
+        for var, g, m, v in zip(self.vars, grads, self.m, self.v, strict=True):
+            g = tf.cast(g, tf.float32)
+            m.assign(self.b1 * m + (1 - self.b1) * g)
+            v.assign(self.b2 * v + (1 - self.b2) * tf.square(g))
+            var.assign_sub(lr_t * m / (tf.sqrt(v) + self.eps))
+
+    def state(self, names: list[str]) -> dict[str, np.ndarray]:
+        out = {f"{self.name}/t": np.asarray(self.t.numpy())}
+        for n, m, v in zip(names, self.m, self.v, strict=True):
+            out[f"{self.name}/m/{n}"] = m.numpy()
+            out[f"{self.name}/v/{n}"] = v.numpy()
+        return out
+
+    def restore(self, names: list[str], arrays: dict[str, np.ndarray]) -> None:
+        self.t.assign(float(arrays[f"{self.name}/t"]))
+        for n, m, v in zip(names, self.m, self.v, strict=True):
+            m.assign(arrays[f"{self.name}/m/{n}"])
+            v.assign(arrays[f"{self.name}/v/{n}"])
+
+
+class Trainer:
+    """Networks, optimizers and the compiled steps of one training run."""
+
+    def __init__(self, cfg: TrainConfig, net: NetworkConfig) -> None:
+        self.cfg, self.net = cfg, net
+        tf.random.set_seed(cfg.seed)
+        self.G, self.D = Generator(net, cfg.seed), Discriminator(net, cfg.seed + 1)
+        self.Gs = Generator(net, cfg.seed)  # EMA copy used for sampling
+        for name, var in self.Gs.params.items():
+            var.assign(self.G.params[name])
+        self.g_names = [n for n, v in self.G.params.items() if v.trainable]
+        self.d_names = list(self.D.params)
+        g_vars = [self.G.params[n] for n in self.g_names]
+        d_vars = [self.D.params[n] for n in self.d_names]
+        self.g_opt = Adam("G", g_vars, cfg.lr, cfg.betas, cfg.eps, cfg.pl_interval)
+        self.d_opt = Adam("D", d_vars, cfg.lr, cfg.betas, cfg.eps, cfg.r1_interval)
+        self.pl_mean = tf.Variable(0.0, trainable=False)
+        self.ada = AdaController(cfg.ada_target) if cfg.aug == "ada" else None
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+        self.fused = cfg.fused if cfg.fused is not None else gpu
+        self.batch = cfg.batch
+        self.ema_beta = 0.5 ** (cfg.batch / max(cfg.ema_kimg * 1000, 1e-8))
+
+    # -- helpers -------------------------------------------------------------------
+    def _aug(self, images: tf.Tensor) -> tf.Tensor:
+        return augment(images, self.ada.p) if self.ada is not None else images
+
+    def _ws(self, n: int, update_avg: bool) -> tf.Tensor:
+        """Latents with style mixing: after a random layer, w comes from a second z."""
+        ws = self.G.map(tf.random.normal([n, self.net.z_dim]),
+                        update_avg=0.995 if update_avg else None)
+        if self.cfg.style_mixing > 0:
+            ws2 = self.G.map(tf.random.normal([n, self.net.z_dim]))
+            cutoff = tf.where(tf.random.uniform([]) < self.cfg.style_mixing,
+                              tf.random.uniform([], 1, self.net.num_ws, dtype=tf.int32),
+                              self.net.num_ws)
+            mix = tf.range(self.net.num_ws)[None, :, None] < cutoff
+            ws = tf.where(mix, ws, ws2)
+        return ws
+
+    # -- compiled steps ------------------------------------------------------------
+    @tf.function
+    def d_step(self, reals: tf.Tensor) -> dict[str, tf.Tensor]:
+        ws = self._ws(self.batch, update_avg=False)
+        fakes = self.G.synthesis(ws, fused=self.fused)
+        with tf.GradientTape() as tape:
+            fake_logits = self.D(self._aug(fakes))
+            real_logits = self.D(self._aug(reals))
+            loss = tf.reduce_mean(tf.nn.softplus(fake_logits) + tf.nn.softplus(-real_logits))
+        self.d_opt.apply(tape.gradient(loss, self.d_opt.vars))
+        if self.ada is not None:
+            self.ada.accumulate(real_logits)
+        return {"loss_d": loss, "real_score": tf.reduce_mean(real_logits),
+                "fake_score": tf.reduce_mean(fake_logits)}
+
+    @tf.function
+    def d_reg_step(self, reals: tf.Tensor) -> dict[str, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            with tf.GradientTape() as inner:
+                inner.watch(reals)
+                logits = tf.reduce_sum(self.D(self._aug(reals)))
+            grad = inner.gradient(logits, reals)
+            penalty = tf.reduce_sum(tf.square(grad), axis=[1, 2, 3])
+            loss = tf.reduce_mean(penalty * (self.cfg.gamma / 2) * self.cfg.r1_interval)
+        self.d_opt.apply(tape.gradient(loss, self.d_opt.vars,
+                                       unconnected_gradients=tf.UnconnectedGradients.ZERO))
+        return {"r1_penalty": tf.reduce_mean(penalty)}
+
+    @tf.function
+    def g_step(self) -> dict[str, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            ws = self._ws(self.batch, update_avg=True)
+            logits = self.D(self._aug(self.G.synthesis(ws, fused=self.fused)))
+            loss = tf.reduce_mean(tf.nn.softplus(-logits))
+        self.g_opt.apply(tape.gradient(loss, self.g_opt.vars))
+        return {"loss_g": loss}
+
+    @tf.function
+    def g_reg_step(self) -> dict[str, tf.Tensor]:
+        n = self.batch // self.cfg.pl_batch_shrink
+        with tf.GradientTape() as tape:
+            ws = self._ws(n, update_avg=False)
+            with tf.GradientTape() as inner:
+                inner.watch(ws)
+                img = self.G.synthesis(ws, fused=self.fused)
+                noise = tf.random.normal(tf.shape(img)) / math.sqrt(
+                    self.net.resolution * self.net.resolution)
+                out = tf.reduce_sum(img * noise)
+            grad = inner.gradient(out, ws)
+            lengths = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=2), axis=1))
+            pl_mean = self.pl_mean + self.cfg.pl_decay * (tf.reduce_mean(lengths) - self.pl_mean)
+            penalty = tf.square(lengths - pl_mean)
+            loss = tf.reduce_mean(penalty) * self.cfg.pl_weight * self.cfg.pl_interval
+        self.pl_mean.assign(pl_mean)
+        self.g_opt.apply(tape.gradient(loss, self.g_opt.vars,
+                                       unconnected_gradients=tf.UnconnectedGradients.ZERO))
+        return {"pl_penalty": tf.reduce_mean(penalty)}
+
+    @tf.function
+    def ema(self) -> None:
+        for name, var in self.Gs.params.items():
+            src = self.G.params[name]
+            if src.trainable:
+                var.assign(src + (var - src) * self.ema_beta)
+            else:
+                var.assign(src)
+
+    # -- state ----------------------------------------------------------------------
+    def snapshot(self, kimg: float, step: int) -> Snapshot:
+        def arrays(params: dict[str, tf.Variable]) -> dict[str, np.ndarray]:
+            return {k: v.numpy() for k, v in params.items()}
+
+        state = {"kimg": kimg, "step": step, "pl_mean": float(self.pl_mean),
+                 "augment_p": float(self.ada.p) if self.ada else 0.0}
+        opt = {**self.g_opt.state(self.g_names), **self.d_opt.state(self.d_names)}
+        return Snapshot(self.net, arrays(self.G.params), arrays(self.D.params),
+                        arrays(self.Gs.params), state, opt)
+
+    def restore(self, snap: Snapshot) -> tuple[float, int]:
+        if snap.config != self.net:
+            raise StageError("the snapshot's network config differs from this run's")
+        assign(self.G.params, snap.G, "G")
+        assign(self.D.params, snap.D, "D")
+        assign(self.Gs.params, snap.Gs, "Gs")
+        if snap.optimizer:
+            self.g_opt.restore(self.g_names, snap.optimizer)
+            self.d_opt.restore(self.d_names, snap.optimizer)
+        self.pl_mean.assign(snap.state.get("pl_mean", 0.0))
+        if self.ada is not None:
+            self.ada.p.assign(snap.state.get("augment_p", 0.0))
+        return float(snap.state["kimg"]), int(snap.state.get("step", 0))
+
+
+def latest_snapshot(run_dir: Path) -> Path | None:
+    snaps = sorted(p for p in run_dir.glob("network-snapshot-*") if SNAPSHOT_RE.match(p.name))
+    return snaps[-1] if snaps else None
+
+
+def _grid(G: Generator, z: np.ndarray, path: Path) -> None:  # noqa: N803
+    imgs = G.synthesis(G.map(tf.constant(z)), noise_mode="const").numpy()
+    u8 = np.clip(imgs * 127.5 + 128, 0, 255).astype(np.uint8)
+    save_grid(list(u8), path, cols=math.ceil(math.sqrt(len(u8))))
+
+
+def run(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume) into ``cfg.out``; returns where the final network is."""
+    path, resolution = top_level(cfg.data)
+    net = preset(cfg.config)
+    if resolution != net.resolution:
+        raise StageError(f"dataset {cfg.data} is {resolution} px but config {cfg.config!r} "
+                         f"is {net.resolution} px")
+    gpus = tf.config.list_physical_devices("GPU")
+    if cfg.gpus > 1 and len(gpus) < cfg.gpus:
+        raise StageError(f"--gpus {cfg.gpus} but {len(gpus)} GPU(s) are visible")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "config.json").write_bytes(dump_json({"train": cfg.to_dict(),
+                                                     "network": net.to_dict()}))
+    trainer = Trainer(cfg, net)
+    kimg, step = 0.0, 0
+    resume = latest_snapshot(cfg.out) if cfg.resume == "auto" else (
+        Path(cfg.resume) if cfg.resume else None)
+    if resume is not None:
+        kimg, step = trainer.restore(Snapshot.load(resume, need_training_state=True))
+        log.info("resumed from %s at %.1f kimg", resume, kimg)
+    elif cfg.resume and cfg.resume != "auto":
+        raise StageError(f"no snapshot at {cfg.resume}")
+
+    grid_z = np.random.RandomState(cfg.seed).randn(16, net.z_dim).astype(np.float32)
+    reals_iter = iter(image_dataset(path, cfg.batch, cfg.mirror, cfg.seed + step))
+    if not (cfg.out / "reals.png").exists():
+        first = next(reals_iter).numpy()
+        save_grid(list(np.clip(first[:16] * 127.5 + 128, 0, 255).astype(np.uint8)),
+                  cfg.out / "reals.png", cols=4)
+        _grid(trainer.Gs, grid_z, cfg.out / "fakes_init.png")
+    writer = tf.summary.create_file_writer(str(cfg.out / "tensorboard"))
+    started = time.monotonic()
+    tick_start, tick_kimg0 = time.monotonic(), kimg
+    ticks = 0
+    last_snapshot = latest_snapshot(cfg.out)
+    with (cfg.out / "stats.jsonl").open("a") as stats_file:
+        while kimg < cfg.total_kimg:
+            reals = next(reals_iter)
+            stats = trainer.d_step(reals)
+            if step % cfg.r1_interval == 0:
+                stats.update(trainer.d_reg_step(reals))
+            stats.update(trainer.g_step())
+            if step % cfg.pl_interval == 0:
+                stats.update(trainer.g_reg_step())
+            trainer.ema()
+            if trainer.ada is not None and step % trainer.ada.interval == 0:
+                trainer.ada.update(cfg.batch)
+            step += 1
+            kimg += cfg.batch / 1000
+            done = kimg >= cfg.total_kimg
+            if kimg - tick_kimg0 >= cfg.tick_kimg or done:
+                ticks += 1
+                sec = time.monotonic() - tick_start
+                row = {"kimg": round(kimg, 3), "step": step,
+                       **{k: float(v) for k, v in stats.items()},
+                       "sec_per_kimg": sec / max(kimg - tick_kimg0, 1e-9),
+                       "img_per_sec": (kimg - tick_kimg0) * 1000 / max(sec, 1e-9),
+                       "augment_p": float(trainer.ada.p) if trainer.ada else 0.0,
+                       "peak_memory_mb": _peak_memory_mb()}
+                stats_file.write(json.dumps(row) + "\n")
+                stats_file.flush()
+                with writer.as_default(step=step):
+                    for k, v in row.items():
+                        tf.summary.scalar(k, v)
+                print(f"kimg {kimg:8.3f}  " + "  ".join(
+                    f"{k} {v:.4g}" for k, v in row.items() if k != "kimg"), file=sys.stderr)
+                tick_start, tick_kimg0 = time.monotonic(), kimg
+                if ticks % cfg.snapshot_ticks == 0 or done:
+                    last_snapshot = cfg.out / f"network-snapshot-{int(kimg):06d}"
+                    _replace(trainer.snapshot(kimg, step), last_snapshot)
+                    _grid(trainer.Gs, grid_z, cfg.out / f"fakes{int(kimg):06d}.png")
+    writer.close()
+    final = cfg.out / "network-final"
+    _replace(trainer.snapshot(kimg, step), final)
+    return TrainResult(str(cfg.out), round(kimg, 3), str(last_snapshot or final), str(final),
+                       round(time.monotonic() - started, 1))
+
+
+def _replace(snap: Snapshot, target: Path) -> None:
+    """Save a snapshot, atomically replacing one of the same name (several per kimg)."""
+    fresh = temp_sibling(target)
+    snap.save(fresh)
+    if target.exists():
+        old = temp_sibling(target)
+        target.rename(old)
+        fresh.rename(target)
+        shutil.rmtree(old)
+    else:
+        fresh.rename(target)
+
+
+def _peak_memory_mb() -> float:
+    if tf.config.list_physical_devices("GPU"):
+        return float(tf.config.experimental.get_memory_info("GPU:0")["peak"]) / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+

@@ -1,0 +1,142 @@
+"""Training on the small preset: artefacts, crash and resume, ADA, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from stylegan_ops.data.prepare import PrepareConfig
+from stylegan_ops.data.prepare import run as prepare
+from stylegan_ops.networks.snapshot import Snapshot
+from stylegan_ops.training.augment import augment
+from tests.conftest import cli
+
+TRAIN = ["--config", "small", "--batch", "8"]
+
+
+@pytest.fixture(scope="module")
+def cats32(sample_lmdb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "cats32"
+    prepare(PrepareConfig("lsun", sample_lmdb, out, 32, max_images=60, workers=2))
+    return out
+
+
+def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "stylegan_ops.cli", "train", "--data", str(data),
+            "--out", str(out), *TRAIN, *extra]
+
+
+def test_short_run_writes_every_artefact(cats32: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run(train_cmd(cats32, out, "--total-kimg", "0.08", "--tick-kimg", "0.016",
+                                    "--snapshot-ticks", "2", "--mirror"),
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["kimg"] == pytest.approx(0.08)
+    for name in ("config.json", "stats.jsonl", "reals.png", "fakes_init.png", "fakes000000.png"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    rows = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+    assert len(rows) == 5
+    assert {"kimg", "loss_d", "loss_g", "sec_per_kimg", "img_per_sec",
+            "peak_memory_mb"} <= set(rows[-1])
+    for snap in ("network-snapshot-000000", "network-final"):
+        files = {p.name for p in (out / snap).iterdir()}
+        assert {"config.json", "G.npz", "D.npz", "Gs.npz", "optimizer.npz",
+                "state.json"} <= files
+    final = Snapshot.load(out / "network-final", need_training_state=True)
+    assert final.state["kimg"] == pytest.approx(0.08) and final.state["step"] == 10
+    assert float(final.optimizer["G/t"]) == 10 + 3  # 10 main steps + 3 lazy PL steps
+    assert not np.array_equal(final.G["G_mapping/Dense0/weight"],
+                              final.Gs["G_mapping/Dense0/weight"])  # EMA differs from G
+
+
+def test_killed_run_resumes_from_its_last_snapshot(cats32: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(cats32, out, "--total-kimg", "5", "--tick-kimg", "0.016",
+                                      "--snapshot-ticks", "1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        stats = out / "stats.jsonl"
+        if stats.exists() and len(stats.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    snap = Snapshot.load(out / "network-snapshot-000000", need_training_state=True)
+    killed_at = snap.state["kimg"]
+    assert killed_at > 0
+    resumed = subprocess.run(train_cmd(cats32, out, "--total-kimg", str(killed_at + 0.032),
+                                       "--tick-kimg", "0.016", "--resume", "auto"),
+                             capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+    after = [r["kimg"] for r in rows if r["kimg"] > killed_at]
+    assert after and min(after) == pytest.approx(killed_at + 0.016)  # kimg went on
+    final = Snapshot.load(out / "network-final", need_training_state=True)
+    assert final.state["step"] == snap.state["step"] + 4
+    assert float(final.optimizer["D/t"]) > float(snap.optimizer["D/t"])  # optimizer kept
+
+
+def test_ada_run_reports_augment_probability(cats32: Path, tmp_path: Path) -> None:
+    res = cli("train", "--data", cats32, "--out", tmp_path / "ada", *TRAIN, "--aug", "ada",
+              "--total-kimg", "0.064", "--tick-kimg", "0.032")
+    assert res.exit_code == 0, res.stderr[-2000:]
+    rows = [json.loads(x) for x in (tmp_path / "ada/stats.jsonl").read_text().splitlines()]
+    assert all(0.0 <= r["augment_p"] <= 1.0 for r in rows)
+
+
+def test_ada_controller_follows_the_sign_of_real_logits() -> None:
+    from stylegan_ops.training.augment import AdaController
+
+    ada = AdaController(target=0.6, interval=4, speed_kimg=1.0)  # 32 img → p += 0.032
+    ada.accumulate(tf.constant([1.0, 2.0, 0.5, -1.0, 3.0]))  # r_t = 0.6: no move
+    ada.update(batch=8)
+    assert float(ada.p) == 0.0
+    ada.accumulate(tf.ones([8]))  # overfitting D: more augmentation
+    ada.update(batch=8)
+    assert float(ada.p) == pytest.approx(0.032)
+    for _ in range(3):
+        ada.accumulate(-tf.ones([8]))
+        ada.update(batch=8)
+    assert float(ada.p) == 0.0  # clamped at 0
+
+
+def test_augment_is_identity_at_p0_and_differentiable() -> None:
+    x = tf.random.uniform([4, 16, 16, 3], -1, 1, seed=1)
+    np.testing.assert_allclose(augment(x, tf.constant(0.0)).numpy(), x.numpy(), atol=1e-5)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = augment(x, tf.constant(1.0))
+        total = tf.reduce_sum(y)
+    assert not np.allclose(y.numpy(), x.numpy())
+    assert tape.gradient(total, x) is not None
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    pytest.param(["--data", "/nonexistent"], "not a dataset directory", id="missing-data"),
+    pytest.param(["--config", "config-f"], "is 32 px but config 'config-f' is 256 px",
+                 id="resolution-mismatch"),
+    pytest.param(["--gpus", "3"], "batch 8 is not divisible by gpus 3", id="batch-gpus"),
+    pytest.param(["--config", "config-z"], "unknown config 'config-z'", id="unknown-config"),
+])
+def test_bad_input_exits_2_naming_the_value(cats32: Path, tmp_path: Path, args: list[str],
+                                            message: str) -> None:
+    base = {"--data": str(cats32), "--config": "small", "--gpus": "1"}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    flat = [x for kv in base.items() for x in kv]
+    res = cli("train", *flat, "--out", tmp_path / "o", "--batch", "8", "--total-kimg", "0.01")
+    assert res.exit_code == 2
+    assert message in res.stderr
