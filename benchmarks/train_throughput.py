@@ -39,11 +39,11 @@ def measure(data: Path, config: str, batch: int, steps: int) -> tuple[float, flo
 
     for i in range(max(cfg.r1_interval, cfg.pl_interval) + 1):  # compile every step kind
         step(i)
-    float(trainer.pl_mean)  # wait for queued work
+    float(trainer.pl_mean.numpy())  # wait for queued work
     start = time.perf_counter()
     for i in range(steps):
         step(i)
-    float(trainer.pl_mean)
+    float(trainer.pl_mean.numpy())
     seconds = time.perf_counter() - start
     img_s = steps * batch / seconds
     return img_s, 1000 / img_s

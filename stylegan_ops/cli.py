@@ -242,6 +242,8 @@ def inspect(path: Path, limit: int | None) -> None:
 @click.option("--aug", type=click.Choice(["none", "ada"]), default="none", show_default=True,
               help="Adaptive discriminator augmentation.")
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs to use.")
+@click.option("--devices", default=None,
+              help="Explicit TF devices, e.g. /gpu:0,/gpu:2 or /cpu:0,/cpu:1 (default: --gpus).")
 @click.option("--tick-kimg", type=float, default=1.0, show_default=True,
               help="kimg between stats lines.")
 @click.option("--snapshot-ticks", type=int, default=4, show_default=True,
@@ -249,13 +251,14 @@ def inspect(path: Path, limit: int | None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @stage
 def train(data: Path, out: Path, config: str, total_kimg: float, batch: int, gamma: float,
-          mirror: bool, resume: str | None, aug: str, gpus: int, tick_kimg: float,
-          snapshot_ticks: int, seed: int) -> None:
+          mirror: bool, resume: str | None, aug: str, gpus: int, devices: str | None,
+          tick_kimg: float, snapshot_ticks: int, seed: int) -> None:
     """Train StyleGAN2 (TF2) on a dataset; --resume auto continues after a crash."""
     from stylegan_ops.training import loop
 
     emit(loop.run(loop.TrainConfig(data, out, config, total_kimg, batch, gamma, mirror, resume,
                                    aug, gpus=gpus, tick_kimg=tick_kimg,
+                                   devices=tuple(devices.split(",")) if devices else None,
                                    snapshot_ticks=snapshot_ticks, seed=seed)))
 
 

@@ -12,6 +12,7 @@ from stylegan_ops.networks.ops import (
     fir_kernel,
     lrelu,
     normalize_2nd_moment,
+    state_variable,
     upsample2d,
 )
 from stylegan_ops.networks.presets import NetworkConfig
@@ -140,8 +141,7 @@ class Generator(tf.Module):
         self.cfg = cfg
         self.mapping = Mapping(cfg, rng)
         self.synthesis = Synthesis(cfg, rng)
-        self.w_avg = tf.Variable(np.zeros([cfg.w_dim], np.float32), trainable=False,
-                                 name="dlatent_avg")
+        self.w_avg = state_variable(np.zeros([cfg.w_dim], np.float32), "dlatent_avg")
 
     @property
     def params(self) -> dict[str, tf.Variable]:

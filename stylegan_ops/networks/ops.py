@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -62,6 +63,14 @@ def normalize_2nd_moment(x: tf.Tensor, eps: float = 1e-8) -> tf.Tensor:
     return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=1, keepdims=True) + eps)
 
 
+def state_variable(value: Any, name: str, trainable: bool = False) -> tf.Variable:
+    """A variable that replicas may update in place: under MirroredStrategy every
+    replica computes the same update (gradients are all-reduced first), and the first
+    replica's value is kept."""
+    return tf.Variable(value, trainable=trainable, name=name,
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
 class Params(tf.Module):
     """A module whose variables are registered under NVIDIA's names."""
 
@@ -79,7 +88,7 @@ class Params(tf.Module):
             value = rng.standard_normal(size=tuple(shape)).astype(np.float32) * std
         else:
             value = np.full(tuple(shape), float(init), dtype=np.float32)
-        var = tf.Variable(value, trainable=trainable, name=name)
+        var = state_variable(value, name, trainable)
         self.params[f"{self.nv_name}/{name}"] = var
         return var
 

@@ -9,6 +9,8 @@ import math
 
 import tensorflow as tf
 
+from stylegan_ops.networks.ops import state_variable
+
 
 def _apply(p: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
     """Per-sample mask: 1 with probability p."""
@@ -74,22 +76,28 @@ class AdaController:
     def __init__(self, target: float = 0.6, interval: int = 4, speed_kimg: float = 500.0,
                  p: float = 0.0) -> None:
         self.target, self.interval, self.speed_kimg = target, interval, speed_kimg
-        self.p = tf.Variable(p, trainable=False, dtype=tf.float32, name="augment_p")
-        self.signs = tf.Variable(0.0, trainable=False, name="ada_sign_sum")
-        self.count = tf.Variable(0.0, trainable=False, name="ada_count")
+        self.p = state_variable(float(p), "augment_p")
+        self.signs = state_variable(0.0, "ada_sign_sum")
+        self.count = state_variable(0.0, "ada_count")
 
     def accumulate(self, real_logits: tf.Tensor) -> None:
-        self.signs.assign_add(tf.reduce_sum(tf.sign(tf.cast(real_logits, tf.float32))))
-        self.count.assign_add(tf.cast(tf.size(real_logits), tf.float32))
+        """Add a batch of D's real outputs (summed over replicas when there are several)."""
+        sums = tf.stack([tf.reduce_sum(tf.sign(tf.cast(real_logits, tf.float32))),
+                         tf.cast(tf.size(real_logits), tf.float32)])
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None:
+            sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, sums)
+        self.signs.assign_add(sums[0])
+        self.count.assign_add(sums[1])
 
     def update(self, batch: int) -> float:
         """Called every ``interval`` steps: move p by the sign of (r_t − target)."""
-        if float(self.count) == 0:
-            return float(self.p)
-        rt = float(self.signs) / float(self.count)
+        if float(self.count.numpy()) == 0:
+            return float(self.p.numpy())
+        rt = float(self.signs.numpy()) / float(self.count.numpy())
         step = batch * self.interval / (self.speed_kimg * 1000)
         direction = (rt > self.target) - (rt < self.target)
-        self.p.assign(min(1.0, max(0.0, float(self.p) + direction * step)))
+        self.p.assign(min(1.0, max(0.0, float(self.p.numpy()) + direction * step)))
         self.signs.assign(0.0)
         self.count.assign(0.0)
         return rt

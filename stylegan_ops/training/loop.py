@@ -22,6 +22,7 @@ from stylegan_ops.errors import StageError
 from stylegan_ops.fsutil import dump_json, temp_sibling
 from stylegan_ops.networks.discriminator import Discriminator
 from stylegan_ops.networks.generator import Generator
+from stylegan_ops.networks.ops import state_variable
 from stylegan_ops.networks.presets import NetworkConfig, preset
 from stylegan_ops.networks.snapshot import Snapshot, assign
 from stylegan_ops.training.augment import AdaController, augment
@@ -46,6 +47,7 @@ class TrainConfig:
     aug: str = "none"  # "none" or "ada"
     ada_target: float = 0.6
     gpus: int = 1
+    devices: tuple[str, ...] | None = None  # explicit TF devices (e.g. /cpu:0,/cpu:1); wins
     lr: float = 0.002
     betas: tuple[float, float] = (0.0, 0.99)
     eps: float = 1e-8
@@ -68,6 +70,12 @@ class TrainConfig:
             raise StageError(f"batch must be >= 2, got {self.batch}")
         if self.gpus < 1 or self.batch % self.gpus:
             raise StageError(f"batch {self.batch} is not divisible by gpus {self.gpus}")
+        if self.devices and self.batch % len(self.devices):
+            raise StageError(f"batch {self.batch} is not divisible by the "
+                             f"{len(self.devices)} devices {','.join(self.devices)}")
+        if self.batch // max(self.gpus, len(self.devices or ())) % self.pl_batch_shrink:
+            raise StageError(f"batch {self.batch} per device is not divisible by the "
+                             f"path-length batch shrink {self.pl_batch_shrink}")
         if self.batch % self.pl_batch_shrink:
             raise StageError(f"batch {self.batch} is not divisible by the path-length "
                              f"batch shrink {self.pl_batch_shrink}")
@@ -103,11 +111,15 @@ class Adam:
         c = interval / (interval + 1) if interval else 1.0
         self.name, self.vars = name, variables
         self.lr, self.b1, self.b2, self.eps = lr * c, betas[0] ** c, betas[1] ** c, eps
-        self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-        self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-        self.t = tf.Variable(0.0, trainable=False)
+        self.m = [state_variable(tf.zeros_like(v), f"{name}_m") for v in variables]
+        self.v = [state_variable(tf.zeros_like(v), f"{name}_v") for v in variables]
+        self.t = state_variable(0.0, f"{name}_t")
 
     def apply(self, grads: list[tf.Tensor]) -> None:
+        """One update from per-replica gradients (averaged over replicas first)."""
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, grads)
         t = self.t.assign_add(1.0)
         lr_t = self.lr * tf.sqrt(1 - self.b2 ** t) / (1 - self.b1 ** t)
         for var, g, m, v in zip(self.vars, grads, self.m, self.v, strict=True):
@@ -133,9 +145,16 @@ class Adam:
 class Trainer:
     """Networks, optimizers and the compiled steps of one training run."""
 
-    def __init__(self, cfg: TrainConfig, net: NetworkConfig) -> None:
+    def __init__(self, cfg: TrainConfig, net: NetworkConfig,
+                 strategy: tf.distribute.Strategy | None = None) -> None:
         self.cfg, self.net = cfg, net
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
         tf.random.set_seed(cfg.seed)
+        with self.strategy.scope():
+            self._build(cfg, net)
+
+    def _build(self, cfg: TrainConfig, net: NetworkConfig) -> None:
         self.G, self.D = Generator(net, cfg.seed), Discriminator(net, cfg.seed + 1)
         self.Gs = Generator(net, cfg.seed)  # EMA copy used for sampling
         for name, var in self.Gs.params.items():
@@ -146,11 +165,11 @@ class Trainer:
         d_vars = [self.D.params[n] for n in self.d_names]
         self.g_opt = Adam("G", g_vars, cfg.lr, cfg.betas, cfg.eps, cfg.pl_interval)
         self.d_opt = Adam("D", d_vars, cfg.lr, cfg.betas, cfg.eps, cfg.r1_interval)
-        self.pl_mean = tf.Variable(0.0, trainable=False)
+        self.pl_mean = state_variable(0.0, "pl_mean")
         self.ada = AdaController(cfg.ada_target) if cfg.aug == "ada" else None
         gpu = bool(tf.config.list_physical_devices("GPU"))
         self.fused = cfg.fused if cfg.fused is not None else gpu
-        self.batch = cfg.batch
+        self.batch = cfg.batch // self.replicas  # per replica
         self.ema_beta = 0.5 ** (cfg.batch / max(cfg.ema_kimg * 1000, 1e-8))
 
     # -- helpers -------------------------------------------------------------------
@@ -171,8 +190,7 @@ class Trainer:
         return ws
 
     # -- compiled steps ------------------------------------------------------------
-    @tf.function
-    def d_step(self, reals: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _d_step(self, reals: tf.Tensor) -> dict[str, tf.Tensor]:
         ws = self._ws(self.batch, update_avg=False)
         fakes = self.G.synthesis(ws, fused=self.fused)
         with tf.GradientTape() as tape:
@@ -185,8 +203,7 @@ class Trainer:
         return {"loss_d": loss, "real_score": tf.reduce_mean(real_logits),
                 "fake_score": tf.reduce_mean(fake_logits)}
 
-    @tf.function
-    def d_reg_step(self, reals: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _d_reg_step(self, reals: tf.Tensor) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
             with tf.GradientTape() as inner:
                 inner.watch(reals)
@@ -198,8 +215,7 @@ class Trainer:
                                        unconnected_gradients=tf.UnconnectedGradients.ZERO))
         return {"r1_penalty": tf.reduce_mean(penalty)}
 
-    @tf.function
-    def g_step(self) -> dict[str, tf.Tensor]:
+    def _g_step(self) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
             ws = self._ws(self.batch, update_avg=True)
             logits = self.D(self._aug(self.G.synthesis(ws, fused=self.fused)))
@@ -207,8 +223,7 @@ class Trainer:
         self.g_opt.apply(tape.gradient(loss, self.g_opt.vars))
         return {"loss_g": loss}
 
-    @tf.function
-    def g_reg_step(self) -> dict[str, tf.Tensor]:
+    def _g_reg_step(self) -> dict[str, tf.Tensor]:
         n = self.batch // self.cfg.pl_batch_shrink
         with tf.GradientTape() as tape:
             ws = self._ws(n, update_avg=False)
@@ -228,6 +243,31 @@ class Trainer:
                                        unconnected_gradients=tf.UnconnectedGradients.ZERO))
         return {"pl_penalty": tf.reduce_mean(penalty)}
 
+    # -- the steps: each runs its replica function on every device -------------------
+    def _reduce(self, per_replica: dict[str, Any]) -> dict[str, tf.Tensor]:
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                for k, v in per_replica.items()}
+
+    @tf.function
+    def d_step(self, reals: Any) -> dict[str, tf.Tensor]:
+        return self._reduce(self.strategy.run(self._d_step, args=(reals,)))
+
+    @tf.function
+    def d_reg_step(self, reals: Any) -> dict[str, tf.Tensor]:
+        return self._reduce(self.strategy.run(self._d_reg_step, args=(reals,)))
+
+    @tf.function
+    def g_step(self) -> dict[str, tf.Tensor]:
+        return self._reduce(self.strategy.run(self._g_step))
+
+    @tf.function
+    def g_reg_step(self) -> dict[str, tf.Tensor]:
+        return self._reduce(self.strategy.run(self._g_reg_step))
+
+    def distribute(self, dataset: tf.data.Dataset) -> Any:
+        """Per-replica batches of a global-batch dataset."""
+        return self.strategy.experimental_distribute_dataset(dataset)
+
     @tf.function
     def ema(self) -> None:
         for name, var in self.Gs.params.items():
@@ -242,8 +282,8 @@ class Trainer:
         def arrays(params: dict[str, tf.Variable]) -> dict[str, np.ndarray]:
             return {k: v.numpy() for k, v in params.items()}
 
-        state = {"kimg": kimg, "step": step, "pl_mean": float(self.pl_mean),
-                 "augment_p": float(self.ada.p) if self.ada else 0.0}
+        state = {"kimg": kimg, "step": step, "pl_mean": float(self.pl_mean.numpy()),
+                 "augment_p": float(self.ada.p.numpy()) if self.ada else 0.0}
         opt = {**self.g_opt.state(self.g_names), **self.d_opt.state(self.d_names)}
         return Snapshot(self.net, arrays(self.G.params), arrays(self.D.params),
                         arrays(self.Gs.params), state, opt)
@@ -261,6 +301,28 @@ class Trainer:
         if self.ada is not None:
             self.ada.p.assign(snap.state.get("augment_p", 0.0))
         return float(snap.state["kimg"]), int(snap.state.get("step", 0))
+
+
+def make_strategy(cfg: TrainConfig) -> tf.distribute.Strategy:
+    """One device: the default strategy. Several (``--gpus N`` or ``--devices``):
+    MirroredStrategy, gradients all-reduced every step."""
+    devices = list(cfg.devices or ())
+    if not devices and cfg.gpus > 1:
+        gpus = tf.config.list_physical_devices("GPU")
+        if len(gpus) < cfg.gpus:
+            raise StageError(f"--gpus {cfg.gpus} but {len(gpus)} GPU(s) are visible")
+        devices = [f"/gpu:{i}" for i in range(cfg.gpus)]
+    if len(devices) <= 1:
+        return tf.distribute.get_strategy()
+    cpus = [d for d in devices if d.lower().startswith("/cpu:")]
+    if len(cpus) > 1:  # split the CPU into logical devices (tests, or CPU-only hosts)
+        physical = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                physical, [tf.config.LogicalDeviceConfiguration()] * len(cpus))
+        except RuntimeError as exc:
+            raise StageError(f"cannot split the CPU into {len(cpus)} devices: {exc}") from exc
+    return tf.distribute.MirroredStrategy(devices)
 
 
 def latest_snapshot(run_dir: Path) -> Path | None:
@@ -281,13 +343,11 @@ def run(cfg: TrainConfig) -> TrainResult:
     if resolution != net.resolution:
         raise StageError(f"dataset {cfg.data} is {resolution} px but config {cfg.config!r} "
                          f"is {net.resolution} px")
-    gpus = tf.config.list_physical_devices("GPU")
-    if cfg.gpus > 1 and len(gpus) < cfg.gpus:
-        raise StageError(f"--gpus {cfg.gpus} but {len(gpus)} GPU(s) are visible")
+    strategy = make_strategy(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "config.json").write_bytes(dump_json({"train": cfg.to_dict(),
                                                      "network": net.to_dict()}))
-    trainer = Trainer(cfg, net)
+    trainer = Trainer(cfg, net, strategy)
     kimg, step = 0.0, 0
     resume = latest_snapshot(cfg.out) if cfg.resume == "auto" else (
         Path(cfg.resume) if cfg.resume else None)
@@ -298,9 +358,10 @@ def run(cfg: TrainConfig) -> TrainResult:
         raise StageError(f"no snapshot at {cfg.resume}")
 
     grid_z = np.random.RandomState(cfg.seed).randn(16, net.z_dim).astype(np.float32)
-    reals_iter = iter(image_dataset(path, cfg.batch, cfg.mirror, cfg.seed + step))
+    dataset = image_dataset(path, cfg.batch, cfg.mirror, cfg.seed + step)
+    reals_iter = iter(trainer.distribute(dataset))
     if not (cfg.out / "reals.png").exists():
-        first = next(reals_iter).numpy()
+        first = next(iter(dataset)).numpy()
         save_grid(list(np.clip(first[:16] * 127.5 + 128, 0, 255).astype(np.uint8)),
                   cfg.out / "reals.png", cols=4)
         _grid(trainer.Gs, grid_z, cfg.out / "fakes_init.png")
@@ -331,7 +392,7 @@ def run(cfg: TrainConfig) -> TrainResult:
                        **{k: float(v) for k, v in stats.items()},
                        "sec_per_kimg": sec / max(kimg - tick_kimg0, 1e-9),
                        "img_per_sec": (kimg - tick_kimg0) * 1000 / max(sec, 1e-9),
-                       "augment_p": float(trainer.ada.p) if trainer.ada else 0.0,
+                       "augment_p": float(trainer.ada.p.numpy()) if trainer.ada else 0.0,
                        "peak_memory_mb": _peak_memory_mb()}
                 stats_file.write(json.dumps(row) + "\n")
                 stats_file.flush()

@@ -140,3 +140,18 @@ def test_bad_input_exits_2_naming_the_value(cats32: Path, tmp_path: Path, args: 
     res = cli("train", *flat, "--out", tmp_path / "o", "--batch", "8", "--total-kimg", "0.01")
     assert res.exit_code == 2
     assert message in res.stderr
+
+
+def test_mirrored_strategy_over_two_devices(cats32: Path, tmp_path: Path) -> None:
+    """--devices runs MirroredStrategy: here on two logical CPUs, as on GPUs."""
+    out = tmp_path / "multi"
+    proc = subprocess.run(train_cmd(cats32, out, "--total-kimg", "0.032", "--tick-kimg",
+                                    "0.016", "--devices", "/cpu:0,/cpu:1", "--aug", "ada"),
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    final = Snapshot.load(out / "network-final", need_training_state=True)
+    assert final.state["step"] == 4 and float(final.optimizer["D/t"]) == 4 + 1
+    assert all(np.isfinite(v).all() for v in final.G.values())
+    bad = cli("train", "--data", cats32, "--out", tmp_path / "o", *TRAIN, "--devices",
+              "/cpu:0,/cpu:1,/cpu:2", "--total-kimg", "0.01")
+    assert bad.exit_code == 2 and "not divisible by the 3 devices" in bad.stderr
