@@ -244,6 +244,8 @@ def inspect(path: Path, limit: int | None) -> None:
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs to use.")
 @click.option("--devices", default=None,
               help="Explicit TF devices, e.g. /gpu:0,/gpu:2 or /cpu:0,/cpu:1 (default: --gpus).")
+@click.option("--mixed-precision", is_flag=True,
+              help="float16 synthesis and D with dynamic loss scaling (default: float32).")
 @click.option("--tick-kimg", type=float, default=1.0, show_default=True,
               help="kimg between stats lines.")
 @click.option("--snapshot-ticks", type=int, default=4, show_default=True,
@@ -252,13 +254,14 @@ def inspect(path: Path, limit: int | None) -> None:
 @stage
 def train(data: Path, out: Path, config: str, total_kimg: float, batch: int, gamma: float,
           mirror: bool, resume: str | None, aug: str, gpus: int, devices: str | None,
-          tick_kimg: float, snapshot_ticks: int, seed: int) -> None:
+          mixed_precision: bool, tick_kimg: float, snapshot_ticks: int, seed: int) -> None:
     """Train StyleGAN2 (TF2) on a dataset; --resume auto continues after a crash."""
     from stylegan_ops.training import loop
 
     emit(loop.run(loop.TrainConfig(data, out, config, total_kimg, batch, gamma, mirror, resume,
                                    aug, gpus=gpus, tick_kimg=tick_kimg,
                                    devices=tuple(devices.split(",")) if devices else None,
+                                   mixed_precision=mixed_precision,
                                    snapshot_ticks=snapshot_ticks, seed=seed)))
 
 

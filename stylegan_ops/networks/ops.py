@@ -164,16 +164,17 @@ class ModulatedConv(Params):
 
     def __call__(self, x: tf.Tensor, w: tf.Tensor, fused: bool) -> tf.Tensor:
         tf.debugging.assert_equal(tf.shape(x)[-1], self.cin, message=self.nv_name)
-        s = tf.cast(self.styles(w), x.dtype)  # [N, in]
-        weight = tf.cast(self.weight * self.scale, x.dtype)  # [k, k, in, out]
+        # styles and demodulation in float32 even when x is float16 (no overflow)
+        s = self.styles(tf.cast(w, tf.float32))  # [N, in]
+        weight = self.weight * self.scale  # [k, k, in, out]
         if fused:
             return self._fused(x, s, weight)
-        x = x * s[:, None, None, :]
-        x = self._conv(x, weight)
+        x = x * tf.cast(s, x.dtype)[:, None, None, :]
+        x = self._conv(x, tf.cast(weight, x.dtype))
         if self.demodulate:
             ww = weight[None] * s[:, None, None, :, None]
             d = tf.math.rsqrt(tf.reduce_sum(tf.square(ww), axis=[1, 2, 3]) + 1e-8)
-            x = x * d[:, None, None, :]
+            x = x * tf.cast(d, x.dtype)[:, None, None, :]
         return x
 
     def _fused(self, x: tf.Tensor, s: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
@@ -182,6 +183,7 @@ class ModulatedConv(Params):
         if self.demodulate:
             d = tf.math.rsqrt(tf.reduce_sum(tf.square(ww), axis=[1, 2, 3]) + 1e-8)
             ww = ww * d[:, None, None, None, :]
+        ww = tf.cast(ww, x.dtype)
         # one grouped conv: the batch becomes groups of channels
         ww = tf.reshape(tf.transpose(ww, [1, 2, 3, 0, 4]), [self.k, self.k, self.cin, -1])
         h, wd = tf.shape(x)[1], tf.shape(x)[2]

@@ -62,6 +62,7 @@ class TrainConfig:
     snapshot_ticks: int = 4  # a snapshot every this many ticks (and at the end)
     seed: int = 0
     fused: bool | None = None  # grouped-conv modulation; None: on when a GPU is used
+    mixed_precision: bool = False  # float16 synthesis and D, float32 weights, loss scaling
 
     def __post_init__(self) -> None:
         if self.total_kimg <= 0:
@@ -103,10 +104,13 @@ class TrainResult:
 
 class Adam:
     """Adam (TF1 form) over a fixed list of variables; its state is plain variables, so
-    it is saved and restored by name."""
+    it is saved and restored by name. With ``loss_scale`` (mixed precision) losses are
+    multiplied by a dynamic scale, and a step whose gradients overflow is skipped and
+    halves the scale; 1,000 good steps double it."""
 
     def __init__(self, name: str, variables: list[tf.Variable], lr: float,
-                 betas: tuple[float, float], eps: float, interval: int | None) -> None:
+                 betas: tuple[float, float], eps: float, interval: int | None,
+                 loss_scale: bool = False) -> None:
         # lazy regularisation: scale lr and betas as if the reg step ran every step
         c = interval / (interval + 1) if interval else 1.0
         self.name, self.vars = name, variables
@@ -114,22 +118,41 @@ class Adam:
         self.m = [state_variable(tf.zeros_like(v), f"{name}_m") for v in variables]
         self.v = [state_variable(tf.zeros_like(v), f"{name}_v") for v in variables]
         self.t = state_variable(0.0, f"{name}_t")
+        self.dynamic = loss_scale
+        self.scale = state_variable(2.0**15 if loss_scale else 1.0, f"{name}_loss_scale")
+        self.good = state_variable(0.0, f"{name}_good_steps")
+
+    def scaled(self, loss: tf.Tensor) -> tf.Tensor:
+        return loss * self.scale if self.dynamic else loss
 
     def apply(self, grads: list[tf.Tensor]) -> None:
         """One update from per-replica gradients (averaged over replicas first)."""
+        grads = [tf.cast(g, tf.float32) for g in grads]
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             grads = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, grads)
-        t = self.t.assign_add(1.0)
-        lr_t = self.lr * tf.sqrt(1 - self.b2 ** t) / (1 - self.b1 ** t)
+        ok = tf.constant(True)
+        if self.dynamic:
+            grads = [g / self.scale for g in grads]
+            ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            good = tf.where(ok, self.good + 1, 0.0)
+            grow = good >= 1000
+            self.scale.assign(tf.where(ok, tf.where(grow, self.scale * 2, self.scale),
+                                       tf.maximum(self.scale / 2, 1.0)))
+            self.good.assign(tf.where(grow, 0.0, good))
+            grads = [tf.where(ok, g, tf.zeros_like(g)) for g in grads]
+        t = self.t.assign_add(tf.cast(ok, tf.float32))
+        t_eff = tf.maximum(t, 1.0)
+        lr_t = self.lr * tf.sqrt(1 - self.b2 ** t_eff) / (1 - self.b1 ** t_eff)
         for var, g, m, v in zip(self.vars, grads, self.m, self.v, strict=True):
-            g = tf.cast(g, tf.float32)
-            m.assign(self.b1 * m + (1 - self.b1) * g)
-            v.assign(self.b2 * v + (1 - self.b2) * tf.square(g))
-            var.assign_sub(lr_t * m / (tf.sqrt(v) + self.eps))
+            m.assign(tf.where(ok, self.b1 * m + (1 - self.b1) * g, m))
+            v.assign(tf.where(ok, self.b2 * v + (1 - self.b2) * tf.square(g), v))
+            var.assign_sub(tf.where(ok, lr_t * m / (tf.sqrt(v) + self.eps), 0.0))
 
     def state(self, names: list[str]) -> dict[str, np.ndarray]:
-        out = {f"{self.name}/t": np.asarray(self.t.numpy())}
+        out = {f"{self.name}/t": np.asarray(self.t.numpy()),
+               f"{self.name}/loss_scale": np.asarray(self.scale.numpy()),
+               f"{self.name}/good_steps": np.asarray(self.good.numpy())}
         for n, m, v in zip(names, self.m, self.v, strict=True):
             out[f"{self.name}/m/{n}"] = m.numpy()
             out[f"{self.name}/v/{n}"] = v.numpy()
@@ -137,6 +160,9 @@ class Adam:
 
     def restore(self, names: list[str], arrays: dict[str, np.ndarray]) -> None:
         self.t.assign(float(arrays[f"{self.name}/t"]))
+        if f"{self.name}/loss_scale" in arrays:
+            self.scale.assign(float(arrays[f"{self.name}/loss_scale"]))
+            self.good.assign(float(arrays[f"{self.name}/good_steps"]))
         for n, m, v in zip(names, self.m, self.v, strict=True):
             m.assign(arrays[f"{self.name}/m/{n}"])
             v.assign(arrays[f"{self.name}/v/{n}"])
@@ -163,8 +189,10 @@ class Trainer:
         self.d_names = list(self.D.params)
         g_vars = [self.G.params[n] for n in self.g_names]
         d_vars = [self.D.params[n] for n in self.d_names]
-        self.g_opt = Adam("G", g_vars, cfg.lr, cfg.betas, cfg.eps, cfg.pl_interval)
-        self.d_opt = Adam("D", d_vars, cfg.lr, cfg.betas, cfg.eps, cfg.r1_interval)
+        mp = cfg.mixed_precision
+        self.g_opt = Adam("G", g_vars, cfg.lr, cfg.betas, cfg.eps, cfg.pl_interval, mp)
+        self.d_opt = Adam("D", d_vars, cfg.lr, cfg.betas, cfg.eps, cfg.r1_interval, mp)
+        self.dtype = tf.float16 if mp else tf.float32  # compute dtype of synthesis and D
         self.pl_mean = state_variable(0.0, "pl_mean")
         self.ada = AdaController(cfg.ada_target) if cfg.aug == "ada" else None
         gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -175,6 +203,14 @@ class Trainer:
     # -- helpers -------------------------------------------------------------------
     def _aug(self, images: tf.Tensor) -> tf.Tensor:
         return augment(images, self.ada.p) if self.ada is not None else images
+
+    def _synth(self, ws: tf.Tensor) -> tf.Tensor:
+        """Images in float32 from synthesis run in the compute dtype."""
+        return tf.cast(self.G.synthesis(tf.cast(ws, self.dtype), fused=self.fused), tf.float32)
+
+    def _disc(self, images: tf.Tensor) -> tf.Tensor:
+        """Logits in float32 from D run in the compute dtype."""
+        return tf.cast(self.D(tf.cast(images, self.dtype)), tf.float32)
 
     def _ws(self, n: int, update_avg: bool) -> tf.Tensor:
         """Latents with style mixing: after a random layer, w comes from a second z."""
@@ -192,12 +228,13 @@ class Trainer:
     # -- compiled steps ------------------------------------------------------------
     def _d_step(self, reals: tf.Tensor) -> dict[str, tf.Tensor]:
         ws = self._ws(self.batch, update_avg=False)
-        fakes = self.G.synthesis(ws, fused=self.fused)
+        fakes = self._synth(ws)
         with tf.GradientTape() as tape:
-            fake_logits = self.D(self._aug(fakes))
-            real_logits = self.D(self._aug(reals))
+            fake_logits = self._disc(self._aug(fakes))
+            real_logits = self._disc(self._aug(reals))
             loss = tf.reduce_mean(tf.nn.softplus(fake_logits) + tf.nn.softplus(-real_logits))
-        self.d_opt.apply(tape.gradient(loss, self.d_opt.vars))
+            scaled = self.d_opt.scaled(loss)
+        self.d_opt.apply(tape.gradient(scaled, self.d_opt.vars))
         if self.ada is not None:
             self.ada.accumulate(real_logits)
         return {"loss_d": loss, "real_score": tf.reduce_mean(real_logits),
@@ -207,20 +244,22 @@ class Trainer:
         with tf.GradientTape() as tape:
             with tf.GradientTape() as inner:
                 inner.watch(reals)
-                logits = tf.reduce_sum(self.D(self._aug(reals)))
+                logits = tf.reduce_sum(self._disc(self._aug(reals)))
             grad = inner.gradient(logits, reals)
             penalty = tf.reduce_sum(tf.square(grad), axis=[1, 2, 3])
             loss = tf.reduce_mean(penalty * (self.cfg.gamma / 2) * self.cfg.r1_interval)
-        self.d_opt.apply(tape.gradient(loss, self.d_opt.vars,
+            scaled = self.d_opt.scaled(loss)
+        self.d_opt.apply(tape.gradient(scaled, self.d_opt.vars,
                                        unconnected_gradients=tf.UnconnectedGradients.ZERO))
         return {"r1_penalty": tf.reduce_mean(penalty)}
 
     def _g_step(self) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
             ws = self._ws(self.batch, update_avg=True)
-            logits = self.D(self._aug(self.G.synthesis(ws, fused=self.fused)))
+            logits = self._disc(self._aug(self._synth(ws)))
             loss = tf.reduce_mean(tf.nn.softplus(-logits))
-        self.g_opt.apply(tape.gradient(loss, self.g_opt.vars))
+            scaled = self.g_opt.scaled(loss)
+        self.g_opt.apply(tape.gradient(scaled, self.g_opt.vars))
         return {"loss_g": loss}
 
     def _g_reg_step(self) -> dict[str, tf.Tensor]:
@@ -229,7 +268,7 @@ class Trainer:
             ws = self._ws(n, update_avg=False)
             with tf.GradientTape() as inner:
                 inner.watch(ws)
-                img = self.G.synthesis(ws, fused=self.fused)
+                img = self._synth(ws)
                 noise = tf.random.normal(tf.shape(img)) / math.sqrt(
                     self.net.resolution * self.net.resolution)
                 out = tf.reduce_sum(img * noise)
@@ -238,8 +277,9 @@ class Trainer:
             pl_mean = self.pl_mean + self.cfg.pl_decay * (tf.reduce_mean(lengths) - self.pl_mean)
             penalty = tf.square(lengths - pl_mean)
             loss = tf.reduce_mean(penalty) * self.cfg.pl_weight * self.cfg.pl_interval
+            scaled = self.g_opt.scaled(loss)
         self.pl_mean.assign(pl_mean)
-        self.g_opt.apply(tape.gradient(loss, self.g_opt.vars,
+        self.g_opt.apply(tape.gradient(scaled, self.g_opt.vars,
                                        unconnected_gradients=tf.UnconnectedGradients.ZERO))
         return {"pl_penalty": tf.reduce_mean(penalty)}
 

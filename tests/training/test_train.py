@@ -155,3 +155,37 @@ def test_mirrored_strategy_over_two_devices(cats32: Path, tmp_path: Path) -> Non
     bad = cli("train", "--data", cats32, "--out", tmp_path / "o", *TRAIN, "--devices",
               "/cpu:0,/cpu:1,/cpu:2", "--total-kimg", "0.01")
     assert bad.exit_code == 2 and "not divisible by the 3 devices" in bad.stderr
+
+
+def test_mixed_precision_run_keeps_float32_weights(cats32: Path, tmp_path: Path) -> None:
+    res = cli("train", "--data", cats32, "--out", tmp_path / "mp", *TRAIN,
+              "--mixed-precision", "--total-kimg", "0.016", "--tick-kimg", "0.016")
+    assert res.exit_code == 0, res.stderr[-2000:]
+    final = Snapshot.load(tmp_path / "mp/network-final", need_training_state=True)
+    assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in final.G.values())
+    assert float(final.optimizer["G/loss_scale"]) >= 1.0
+
+
+def test_loss_scaling_skips_overflowing_steps() -> None:
+    from stylegan_ops.training.loop import Adam
+
+    var = tf.Variable([1.0, 2.0])
+    opt = Adam("T", [var], lr=0.1, betas=(0.0, 0.99), eps=1e-8, interval=None,
+               loss_scale=True)
+    scale = float(opt.scale.numpy())
+    opt.apply([tf.constant([np.inf, 1.0])])
+    np.testing.assert_array_equal(var.numpy(), [1.0, 2.0])  # skipped
+    assert float(opt.scale.numpy()) == scale / 2 and float(opt.t.numpy()) == 0
+    opt.apply([tf.constant([1.0, -1.0]) * opt.scale])
+    assert float(opt.t.numpy()) == 1 and not np.allclose(var.numpy(), [1.0, 2.0])
+
+
+def test_float16_synthesis_matches_float32() -> None:
+    from stylegan_ops.networks.generator import Generator
+    from stylegan_ops.networks.presets import preset
+
+    g = Generator(preset("small"))
+    ws = g.map(tf.random.normal([2, g.cfg.z_dim], seed=7))
+    full = g.synthesis(ws, noise_mode="none").numpy()
+    half = g.synthesis(tf.cast(ws, tf.float16), noise_mode="none").numpy().astype(np.float32)
+    assert np.abs(full - half).max() < 0.05
