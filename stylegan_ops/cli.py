@@ -305,6 +305,28 @@ def style_mix(network: Path, row_seeds: str, col_seeds: str, col_styles: str,
                              truncation_psi, out))
 
 
+@main.command()
+@click.option("--network", type=PathArg, required=True, help="Snapshot directory or .pkl.")
+@click.option("--data", type=PathArg, required=True, help="NVIDIA-layout dataset directory.")
+@click.option("--metrics", default="swd", show_default=True,
+              help="Comma-separated metric names.")
+@click.option("--out", type=PathArg, required=True,
+              help="Directory for metric-<name>.jsonl (appended).")
+@click.option("--num-images", type=int, default=None,
+              help="Images per side (default: each metric's own, e.g. 8192 for swd).")
+@click.option("--truncation-psi", type=float, default=1.0, show_default=True, help="ψ.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fakes.")
+@stage
+def evaluate(network: Path, data: Path, metrics: str, out: Path, num_images: int | None,
+             truncation_psi: float, seed: int) -> None:
+    """Evaluate a network against a dataset; one JSON line per metric and run."""
+    from stylegan_ops.metrics import evaluate as stage_mod
+
+    emit(stage_mod.run(stage_mod.EvaluateConfig(network, data, out,
+                                                stage_mod.parse_metrics(metrics), num_images,
+                                                truncation_psi, seed)))
+
+
 @main.command("import-pkl")
 @click.argument("pkl", type=PathArg)
 @click.option("--out", type=PathArg, required=True, help="Snapshot directory to create.")

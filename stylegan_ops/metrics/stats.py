@@ -177,12 +177,11 @@ def patch_descriptors(level: np.ndarray, ys: np.ndarray, xs: np.ndarray, size: i
                       ) -> np.ndarray:
     """The size×size patches of each image at the given corners, flattened."""
     n, per_image = ys.shape
-    out = np.empty((n * per_image, size * size * level.shape[-1]), np.float32)
-    for i in range(n):
-        for j in range(per_image):
-            y, x = ys[i, j], xs[i, j]
-            out[i * per_image + j] = level[i, y:y + size, x:x + size].reshape(-1)
-    return out
+    offsets = np.arange(size)
+    rows = ys[:, :, None, None] + offsets[None, None, :, None]  # [n, p, size, 1]
+    cols = xs[:, :, None, None] + offsets[None, None, None, :]  # [n, p, 1, size]
+    patches = level[np.arange(n)[:, None, None, None], rows, cols]  # [n, p, size, size, c]
+    return np.asarray(patches.reshape(n * per_image, -1), np.float32)
 
 
 def sliced_wasserstein(a: np.ndarray, b: np.ndarray, directions: int = 512,
