@@ -32,15 +32,6 @@ def masked_crc(data: bytes | memoryview) -> int:
     return _mask(crc32c.crc32c(data))
 
 
-def frame(payload: bytes) -> bytes:
-    """One TFRecord: header, payload and footer."""
-    header = struct.pack("<Q", len(payload))
-    return b"".join(
-        (header, struct.pack("<I", masked_crc(header)), payload,
-         struct.pack("<I", masked_crc(payload)))
-    )
-
-
 # --- protobuf wire format, just enough for tf.train.Example ---------------------------
 
 def _varint(value: int) -> bytes:
@@ -88,13 +79,6 @@ def record_size(shape: tuple[int, ...]) -> int:
     """Bytes one framed record of an image of this shape takes in a TFRecord file."""
     prefix, suffix = example_parts(shape)
     return 16 + len(prefix) + int(np.prod(shape)) + len(suffix)
-
-
-def encode_example(image: np.ndarray) -> bytes:
-    """Serialise a CHW uint8 image as NVIDIA's Example: ``data`` (bytes) and ``shape`` (int64)."""
-    assert image.dtype == np.uint8 and image.ndim == 3, (image.dtype, image.shape)
-    prefix, suffix = example_parts(image.shape)
-    return prefix + np.ascontiguousarray(image).tobytes() + suffix
 
 
 def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
