@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/python benchmarks/store_throughput.py
 	$(BIN)/python benchmarks/orchestration_overhead.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/metrics_throughput.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache

@@ -309,22 +309,58 @@ def style_mix(network: Path, row_seeds: str, col_seeds: str, col_styles: str,
 @click.option("--network", type=PathArg, required=True, help="Snapshot directory or .pkl.")
 @click.option("--data", type=PathArg, required=True, help="NVIDIA-layout dataset directory.")
 @click.option("--metrics", default="swd", show_default=True,
-              help="Comma-separated metric names.")
+              help="Comma-separated: fid50k, fid50k_full, kid50k_full, pr50k3_full, is50k, "
+                   "ppl2_wend, swd.")
 @click.option("--out", type=PathArg, required=True,
               help="Directory for metric-<name>.jsonl (appended).")
-@click.option("--num-images", type=int, default=None,
-              help="Images per side (default: each metric's own, e.g. 8192 for swd).")
+@click.option("--num-images", type=click.IntRange(min=2), default=None,
+              help="Cap every image count (default: each metric's own, e.g. 50000 for fid50k).")
 @click.option("--truncation-psi", type=float, default=1.0, show_default=True, help="ψ.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fakes.")
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per generator and detector call.")
 @stage
 def evaluate(network: Path, data: Path, metrics: str, out: Path, num_images: int | None,
-             truncation_psi: float, seed: int) -> None:
-    """Evaluate a network against a dataset; one JSON line per metric and run."""
+             truncation_psi: float, seed: int, batch: int) -> None:
+    """Evaluate a network against a dataset; one JSON line per metric and run.
+
+    Detector files come from the weight cache ($STYLEGAN_CACHE, see fetch-weights);
+    statistics of the reals are cached there per dataset content and detector."""
     from stylegan_ops.metrics import evaluate as stage_mod
 
     emit(stage_mod.run(stage_mod.EvaluateConfig(network, data, out,
                                                 stage_mod.parse_metrics(metrics), num_images,
-                                                truncation_psi, seed)))
+                                                truncation_psi, seed, batch)))
+
+
+@main.command("fetch-weights")
+@click.argument("names", nargs=-1)
+@click.option("--from", "source", type=PathArg, default=None,
+              help="Install this local file (the .pb, .tgz or .pkl) instead of downloading.")
+@click.option("--sha256", default=None,
+              help="Expected sha256 where this release pins none (default: the pinned one).")
+@click.option("--accept-unpinned", is_flag=True,
+              help="Install without a pin; metrics will label it a stand-in.")
+@click.option("--url", default=None, help="A mirror of the official file (default: upstream).")
+@stage
+def fetch_weights(names: tuple[str, ...], source: Path | None, sha256: str | None,
+                  accept_unpinned: bool, url: str | None) -> None:
+    """Install detector weights (inception, vgg16, lpips or all) into the cache.
+
+    \b
+    Examples:
+      stylegan-ops fetch-weights inception --sha256 <hex from a source you trust>
+      stylegan-ops fetch-weights vgg16 --from ~/Downloads/vgg16.pkl --sha256 <hex>"""
+    from stylegan_ops.metrics import weights as stage_mod
+
+    wanted = list(stage_mod.WEIGHTS) if names in ((), ("all",)) else list(names)
+    for name in wanted:
+        stage_mod.weight_file(name)
+    if len(wanted) > 1 and (source or sha256 or url):
+        raise StageError("--from, --sha256 and --url apply to one file; name just one")
+    results = [stage_mod.fetch(n, source, sha256, accept_unpinned, url).to_dict()
+               for n in wanted]
+    emit(_Emit({"installed": results}))
 
 
 @main.command("import-pkl")

@@ -68,20 +68,41 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from the pickle")
 
 
-def read_pickle(path: Path) -> tuple[NetworkRecord, ...]:
+def _unpickle(path: Path) -> Any:
     try:
         with path.open("rb") as f:
-            obj = RestrictedUnpickler(f, encoding="latin1").load()
+            return RestrictedUnpickler(f, encoding="latin1").load()
     except FileNotFoundError as exc:
         raise StageError(f"no such file: {path}") from exc
     except pickle.UnpicklingError as exc:
         raise StageError(f"{path}: {exc}") from exc
     except (EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise StageError(f"{path}: not a readable NVIDIA network pickle: {exc}") from exc
+
+
+def read_pickle(path: Path) -> tuple[NetworkRecord, ...]:
+    obj = _unpickle(path)
     if not (isinstance(obj, tuple) and len(obj) == 3
             and all(isinstance(n, NetworkRecord) for n in obj)):
         raise StageError(f"{path}: expected a tuple (G, D, Gs) of networks")
     return obj
+
+
+def read_network(path: Path) -> NetworkRecord:
+    """A pickle holding one network (NVIDIA's metric networks: vgg16*.pkl)."""
+    obj = _unpickle(path)
+    if not isinstance(obj, NetworkRecord) or not isinstance(obj.state.get("variables"), list):
+        raise StageError(f"{path}: expected one pickled network with a variable list")
+    return obj
+
+
+def variables_in_order(net: NetworkRecord) -> list[tuple[str, np.ndarray]]:
+    """(name, array) in the network's own order, then each component's, depth first."""
+    out = [(str(name), np.asarray(value)) for name, value in net.state["variables"]]
+    for comp in (net.state.get("components") or {}).values():
+        if isinstance(comp, NetworkRecord):
+            out += [(f"{comp.state['name']}/{n}", v) for n, v in variables_in_order(comp)]
+    return out
 
 
 def _variables(net: NetworkRecord, prefix: str = "") -> dict[str, np.ndarray]:

@@ -1,45 +1,40 @@
-"""``stylegan-ops evaluate``: metrics by name, each appended as a JSON line to
-``<out>/metric-<name>.jsonl``.
+"""``stylegan-ops evaluate``: the metrics of NVIDIA's tools by name, each appended as a JSON
+line to ``<out>/metric-<name>.jsonl``.
 
-Registered so far: ``swd`` (needs no pretrained network). The detector-based metrics of
-NVIDIA's tools (fid50k, kid50k_full, pr50k3_full, is50k, ppl2_wend) are not registered yet:
-asking for one is an error naming it, never a silent skip.
+Every record names the detector that produced it (file and sha256). A score computed with a
+non-standard detector (a test's stand-in, an unpinned file) is written as
+``<name>@stand-in``, never under the standard name alone. Real-image statistics are cached
+in ``$STYLEGAN_CACHE/stats`` per dataset content, detector and options.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stylegan_ops.errors import StageError
+from stylegan_ops.metrics.stats import FeatureStats
+
+STANDIN_SUFFIX = "@stand-in"
 
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A metric: how many images it compares and the function computing it."""
+    """A metric: its detector (a weights name, or None) and the function computing it."""
 
     name: str
-    num_images: int  # reals and fakes compared (fewer when the dataset is smaller)
-    compute: Callable[[np.ndarray, np.ndarray], dict[str, float]]
-    detector: str  # the network producing features, or "none"
-
-
-def _swd(reals: np.ndarray, fakes: np.ndarray) -> dict[str, float]:
-    from stylegan_ops.metrics.stats import swd
-
-    return swd(reals, fakes)
-
-
-METRICS: dict[str, MetricSpec] = {
-    "swd": MetricSpec("swd", 8192, _swd, "none"),
-}
+    detector: str | None
+    compute: Callable[[Evaluation], dict[str, float]]
+    about: str
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
@@ -57,17 +52,21 @@ class EvaluateConfig:
     data: Path
     out: Path
     metrics: tuple[str, ...] = ("swd",)
-    num_images: int | None = None  # override each metric's count (tests, quick checks)
-    truncation_psi: float = 1.0
-    seed: int = 0
-    batch: int = 32
+    num_images: int | None = None  # cap every count (quick checks); None: the metric's own
+    truncation_psi: float = 1.0  # ψ of the fakes (the standard metrics use 1.0)
+    seed: int = 0  # latents and noise of the fakes
+    batch: int = 32  # images per generator / detector call
 
     def __post_init__(self) -> None:
         parse_metrics(",".join(self.metrics))
         if self.num_images is not None and self.num_images < 2:
             raise StageError(f"num-images must be >= 2, got {self.num_images}")
+        if self.batch < 1:
+            raise StageError(f"batch must be >= 1, got {self.batch}")
         if not self.network.exists():
             raise StageError(f"no such network: {self.network}")
+        if not self.data.is_dir():
+            raise StageError(f"no such dataset directory: {self.data}")
 
 
 @dataclass(frozen=True)
@@ -79,61 +78,256 @@ class EvaluateResult:
         return asdict(self)
 
 
-def _reals(data: Path, n: int) -> tuple[np.ndarray, str]:
-    """The first ``n`` images of the dataset (repeating a smaller one), NHWC uint8."""
-    from stylegan_ops.data import tfrecord
+def _progress(total: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr,
+                mininterval=0.5 if tty else 30.0, disable=not desc)
+
+
+@dataclass
+class Evaluation:
+    """One evaluate run: the network, the dataset and the detectors, loaded once."""
+
+    cfg: EvaluateConfig
+    network: Any
+    detectors: dict[str, Any] = field(default_factory=dict)  # injected or loaded lazily
+    dataset_sha256: str = ""
+    dataset_size: int = 0
+    stats_cache: str = ""  # how the last real statistics were obtained
+
+    def detector(self, name: str) -> Any:
+        if name not in self.detectors:
+            from stylegan_ops.metrics.detectors import load
+
+            self.detectors[name] = load(name)
+        return self.detectors[name]
+
+    def count(self, default: int) -> int:
+        return min(default, self.cfg.num_images) if self.cfg.num_images else default
+
+    # --- images --------------------------------------------------------------------------
+
+    def reals(self, n: int, desc: str) -> Iterator[np.ndarray]:
+        """``n`` reals in dataset order, cycling through a smaller dataset; NHWC batches."""
+        from stylegan_ops.data import tfrecord
+        from stylegan_ops.training.dataset import top_level
+
+        path, _ = top_level(self.cfg.data)
+        done, batch = 0, []
+        with _progress(n, desc) as bar:
+            while done < n:
+                before = done
+                for payload in tfrecord.iter_records(path):
+                    batch.append(tfrecord.decode_example(payload).transpose(1, 2, 0))
+                    done += 1
+                    if len(batch) == self.cfg.batch or done == n:
+                        bar.update(len(batch))
+                        yield np.stack(batch)
+                        batch = []
+                    if done == n:
+                        return
+                if done == before:
+                    raise StageError(f"dataset {self.cfg.data} holds no images")
+
+    def fakes(self, n: int, desc: str) -> Iterator[np.ndarray]:
+        """``n`` generated images as uint8, the same for the same seed."""
+        import tensorflow as tf
+
+        from stylegan_ops.generate import to_uint8
+
+        rng = np.random.RandomState(self.cfg.seed)
+        tf.random.set_seed(self.cfg.seed)  # the noise inputs: same arguments, same score
+        with _progress(n, desc) as bar:
+            for start in range(0, n, self.cfg.batch):
+                b = min(self.cfg.batch, n - start)
+                z = rng.randn(b, self.network.cfg.z_dim).astype(np.float32)
+                ws = self.network.map(tf.constant(z), psi=self.cfg.truncation_psi)
+                yield to_uint8(self.network.synthesis(ws, noise_mode="random").numpy())
+                bar.update(b)
+
+    # --- statistics ----------------------------------------------------------------------
+
+    def real_stats(self, detector: Any, n: int, keep: int, probe: str = "features"
+                   ) -> FeatureStats:
+        """Detector statistics of ``n`` reals, from the cache when this dataset, detector
+        and these options were seen before."""
+        from stylegan_ops.fsutil import write_atomic
+        from stylegan_ops.metrics.weights import cache_dir
+
+        options = {"dataset_sha256": self.dataset_sha256, "detector": detector.label,
+                   "num": n, "keep": keep, "probe": probe}
+        key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:32]
+        path = cache_dir() / "stats" / f"{key}.npz"
+        if self.dataset_sha256 and path.is_file():
+            with np.load(path) as data:
+                self.stats_cache = "cached"
+                return FeatureStats.from_npz(dict(data))
+        stats = _stats(detector, self.reals(n, "reals"), keep, probe)
+        if self.dataset_sha256:
+            import io
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            np.savez(buf, **stats.to_npz())  # type: ignore[arg-type]
+            write_atomic(path, buf.getvalue())
+        self.stats_cache = "computed"
+        return stats
+
+    def fake_stats(self, detector: Any, n: int, keep: int, probe: str = "features"
+                   ) -> FeatureStats:
+        return _stats(detector, self.fakes(n, "fakes"), keep, probe)
+
+
+def _stats(detector: Any, batches: Iterator[np.ndarray], keep: int, probe: str
+           ) -> FeatureStats:
+    stats: FeatureStats | None = None
+    for images in batches:
+        feats = getattr(detector, probe)(images)
+        if stats is None:
+            stats = FeatureStats(feats.shape[1], keep)
+        stats.add(feats)
+    assert stats is not None
+    return stats
+
+
+# --- the metrics -------------------------------------------------------------------------
+
+def _fid(ev: Evaluation, full: bool) -> dict[str, float]:
+    from stylegan_ops.metrics.stats import fid
+
+    det = ev.detector("inception")
+    n = ev.count(50_000)
+    # fid50k draws 50k reals with repetition (a small set repeats); _full uses each once
+    reals = ev.real_stats(det, ev.count(ev.dataset_size) if full else n, keep=0)
+    fakes = ev.fake_stats(det, n, keep=0)
+    return {"fid50k_full" if full else "fid50k": fid(reals.mean, reals.cov, fakes.mean,
+                                                     fakes.cov)}
+
+
+KID_MAX_REALS = 100_000  # 100 subsets of 1000 never use more
+
+
+def _kid(ev: Evaluation) -> dict[str, float]:
+    from stylegan_ops.metrics.stats import kid
+
+    det = ev.detector("inception")
+    n = ev.count(50_000)
+    reals = ev.real_stats(det, ev.count(ev.dataset_size), keep=KID_MAX_REALS)
+    fakes = ev.fake_stats(det, n, keep=n)
+    size = min(1000, n, len(reals.features()))
+    return {"kid50k_full": kid(reals.features(), fakes.features(), 100, size,
+                               seed=ev.cfg.seed)}
+
+
+PR_MAX_REALS = 50_000  # NVIDIA's PyTorch tools use up to 200k; k-NN on CPU caps us lower
+
+
+def _pr(ev: Evaluation) -> dict[str, float]:
+    from stylegan_ops.metrics.stats import precision_recall
+
+    det = ev.detector("vgg16")
+    n = ev.count(50_000)
+    m = min(ev.count(ev.dataset_size), PR_MAX_REALS)
+    reals = ev.real_stats(det, m, keep=m)
+    fakes = ev.fake_stats(det, n, keep=n)
+    precision, recall = precision_recall(reals.features(), fakes.features(), k=3)
+    return {"pr50k3_full_precision": precision, "pr50k3_full_recall": recall}
+
+
+def _is(ev: Evaluation) -> dict[str, float]:
+    from stylegan_ops.metrics.stats import inception_score
+
+    n = ev.count(50_000)
+    probs = ev.fake_stats(ev.detector("inception"), n, keep=n, probe="probabilities")
+    mean, std = inception_score(probs.features(), splits=10)
+    return {"is50k": mean, "is50k_std": std}
+
+
+def _ppl(ev: Evaluation) -> dict[str, float]:
+    from stylegan_ops.metrics.ppl import path_lengths
+
+    n = ev.count(50_000)
+    dist = path_lengths(ev.network, ev.detector("lpips"), n, ev.cfg.batch, ev.cfg.seed,
+                        lambda: _progress(n, "ppl"))
+    lo, hi = np.percentile(dist, 1, method="lower"), np.percentile(dist, 99, method="higher")
+    return {"ppl2_wend": float(dist[(dist >= lo) & (dist <= hi)].mean())}
+
+
+SWD_IMAGES = 8192  # Progressive GAN's count; both sets are held in memory
+
+
+def _swd(ev: Evaluation) -> dict[str, float]:
+    from stylegan_ops.metrics.stats import swd
+
+    n = ev.count(SWD_IMAGES)
+    reals = np.concatenate(list(ev.reals(n, "reals")))
+    fakes = np.concatenate(list(ev.fakes(n, "fakes")))
+    return swd(reals, fakes)
+
+
+METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
+    MetricSpec("fid50k", "inception", lambda ev: _fid(ev, full=False),
+               "FID, 50k fakes vs 50k reals drawn with repetition"),
+    MetricSpec("fid50k_full", "inception", lambda ev: _fid(ev, full=True),
+               "FID, 50k fakes vs every real once"),
+    MetricSpec("kid50k_full", "inception", _kid, "KID ×1, 100 subsets of 1000"),
+    MetricSpec("pr50k3_full", "vgg16", _pr, "precision/recall, k = 3, VGG16 fc7"),
+    MetricSpec("is50k", "inception", _is, "Inception Score, 10 splits"),
+    MetricSpec("ppl2_wend", "lpips", _ppl, "perceptual path length in W at endpoints"),
+    MetricSpec("swd", None, _swd, "multi-scale sliced Wasserstein distance ×1e3"),
+)}
+
+
+def _dataset(data: Path) -> tuple[str, int]:
+    """The top-level file's sha256 (from dataset.json; '' when absent) and image count."""
+    from stylegan_ops.data.tfrecord import record_size
     from stylegan_ops.training.dataset import top_level
 
-    path, _ = top_level(data)
-    images = [chw.transpose(1, 2, 0) for chw in tfrecord.read_images(path, n)]
-    if not images:
-        raise StageError(f"dataset {data} holds no images")
-    reps = -(-n // len(images))
+    path, res = top_level(data)
     meta = data / "dataset.json"
-    digest = json.loads(meta.read_text())["files"][path.name]["sha256"] if meta.is_file() \
-        else ""
-    return np.stack((images * reps)[:n]), digest
+    info = json.loads(meta.read_text()) if meta.is_file() else {}
+    sha = info.get("files", {}).get(path.name, {}).get("sha256", "")
+    count = info.get("count") or path.stat().st_size // record_size((3, res, res))
+    return sha, int(count)
 
 
-def _fakes(network: Any, n: int, psi: float, seed: int, batch: int) -> np.ndarray:
-    import tensorflow as tf
+def run(cfg: EvaluateConfig, detectors: dict[str, Any] | None = None) -> EvaluateResult:
+    """Compute each metric and append its record to ``metric-<name>.jsonl``.
 
-    from stylegan_ops.generate import to_uint8
-
-    z = np.random.RandomState(seed).randn(n, network.cfg.z_dim).astype(np.float32)
-    tf.random.set_seed(seed)  # the noise inputs: same arguments, same score
-    out = []
-    for i in range(0, n, batch):
-        img = network.synthesis(network.map(tf.constant(z[i:i + batch]), psi=psi),
-                                noise_mode="random")
-        out.append(to_uint8(img.numpy()))
-    return np.concatenate(out)
-
-
-def run(cfg: EvaluateConfig) -> EvaluateResult:
-    """Compute each metric and append its record to ``metric-<name>.jsonl``."""
+    ``detectors`` replaces the cache's networks by name (tests inject stand-ins)."""
     from stylegan_ops.generate import load_generator
 
-    network = load_generator(cfg.network)
+    ev = Evaluation(cfg, None, dict(detectors or {}))
+    for name in cfg.metrics:  # every missing detector file is an error before any work
+        if METRICS[name].detector:
+            ev.detector(str(METRICS[name].detector))
+    ev.network = load_generator(cfg.network)
+    ev.dataset_sha256, ev.dataset_size = _dataset(cfg.data)
+    first = next(ev.reals(1, ""))
+    if first.shape[1] != ev.network.cfg.resolution:
+        raise StageError(f"dataset {cfg.data} is {first.shape[1]} px but the network "
+                         f"makes {ev.network.cfg.resolution} px images")
     cfg.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in cfg.metrics:
         spec = METRICS[name]
-        n = cfg.num_images or spec.num_images
         started = time.monotonic()
-        reals, data_sha = _reals(cfg.data, n)
-        if reals.shape[1] != network.cfg.resolution:
-            raise StageError(f"dataset {cfg.data} is {reals.shape[1]} px but the network "
-                             f"makes {network.cfg.resolution} px images")
-        fakes = _fakes(network, n, cfg.truncation_psi, cfg.seed, cfg.batch)
-        values = spec.compute(reals, fakes)
-        record = {"metric": name, "results": values, "num_images": n,
-                  "network": str(cfg.network), "dataset": str(cfg.data),
-                  "dataset_sha256": data_sha, "detector": spec.detector,
+        ev.stats_cache = ""
+        values = spec.compute(ev)
+        label = ev.detectors[spec.detector].label if spec.detector else None
+        standard = label is None or bool(label.get("standard"))
+        recorded = name if standard else name + STANDIN_SUFFIX
+        values = {(k if standard else k + STANDIN_SUFFIX): float(v) for k, v in values.items()}
+        record = {"metric": recorded, "standard_metric": name, "results": values,
+                  "num_images": cfg.num_images, "network": str(cfg.network),
+                  "dataset": str(cfg.data), "dataset_sha256": ev.dataset_sha256,
+                  "detector": label or "none", "real_stats": ev.stats_cache or None,
                   "truncation_psi": cfg.truncation_psi, "seed": cfg.seed,
                   "seconds": round(time.monotonic() - started, 2),
                   "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        with (cfg.out / f"metric-{name}.jsonl").open("a") as f:
+        with (cfg.out / f"metric-{recorded}.jsonl").open("a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
-        results[name] = values
+        results[recorded] = values
     return EvaluateResult(str(cfg.out), results)

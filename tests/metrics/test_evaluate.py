@@ -1,54 +1,152 @@
-"""evaluate: records appended per metric, deterministic, clear errors."""
+"""evaluate: every metric through the same loaders on stand-in detector files; records,
+labels, the real-statistics cache and clear errors."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stylegan_ops.data.prepare import PrepareConfig
 from stylegan_ops.data.prepare import run as prepare
+from stylegan_ops.generate import load_generator
+from stylegan_ops.metrics import detectors
+from stylegan_ops.metrics import evaluate as ev_mod
+from stylegan_ops.metrics.weights import sha256_of
 from stylegan_ops.networks.generator import Generator
 from stylegan_ops.networks.presets import preset
 from stylegan_ops.networks.snapshot import Snapshot
 from tests.conftest import cli
+from tests.metrics.test_stats import reference_fid
+from tests.netfiles import inception_graph, make_pickle, nvidia_network_class, vgg_pickle
+
+DETECTOR_METRICS = "fid50k,fid50k_full,kid50k_full,pr50k3_full,is50k,ppl2_wend"
 
 
 @pytest.fixture(scope="module")
-def setup(sample_lmdb: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def setup(sample_lmdb: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("eval")
-    data = root / "cats32"
-    prepare(PrepareConfig("lsun", sample_lmdb, data, 32, max_images=40))
+    prepare(PrepareConfig("lsun", sample_lmdb, root / "cats32", 32, max_images=40))
     g = Generator(preset("small"))
     arrays = {k: v.numpy() for k, v in g.params.items()}
     Snapshot(preset("small"), arrays, {}, arrays, {"kimg": 0}, {}).save(root / "net")
-    return data, root / "net"
+    with nvidia_network_class() as cls:
+        make_pickle(cls, root / "nvidia.pkl")
+    files = {"inception": inception_graph(root / "classify_image_graph_def.pb"),
+             "vgg16": vgg_pickle(root / "vgg16.pkl", "vgg16"),
+             "lpips": vgg_pickle(root / "vgg16_zhang_perceptual.pkl", "lpips")}
+    return {"data": root / "cats32", "snapshot": root / "net", "pkl": root / "nvidia.pkl",
+            **files}
 
 
-def test_swd_records_are_appended_and_reproducible(setup: tuple[Path, Path],
-                                                   tmp_path: Path) -> None:
-    data, net = setup
-    for _ in range(2):
-        res = cli("evaluate", "--network", net, "--data", data, "--metrics", "swd",
-                  "--num-images", 48, "--out", tmp_path)
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("STYLEGAN_CACHE", str(tmp_path / "cache"))
+    yield tmp_path / "cache"
+
+
+def install(setup: dict[str, Path], pinned: bool) -> None:
+    for name in ("inception", "vgg16", "lpips"):
+        trust = ("--sha256", sha256_of(setup[name])) if pinned else ("--accept-unpinned",)
+        res = cli("fetch-weights", name, "--from", setup[name], *trust)
         assert res.exit_code == 0, res.stderr
-    lines = [json.loads(x) for x in (tmp_path / "metric-swd.jsonl").read_text().splitlines()]
+
+
+def records(out: Path, name: str) -> list[dict[str, object]]:
+    return [json.loads(x) for x in (out / f"metric-{name}.jsonl").read_text().splitlines()]
+
+
+def test_swd_records_are_appended_and_reproducible(setup: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    for _ in range(2):
+        res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
+                  "--metrics", "swd", "--num-images", 48, "--out", tmp_path)
+        assert res.exit_code == 0, res.stderr
+    lines = records(tmp_path, "swd")
     assert len(lines) == 2 and lines[0]["results"] == lines[1]["results"]
     rec = lines[0]
     assert rec["detector"] == "none" and rec["num_images"] == 48
-    assert rec["dataset_sha256"] and rec["results"]["swd_avg"] > 0
-    assert set(rec["results"]) == {"swd32", "swd16", "swd_avg"}
+    assert rec["dataset_sha256"] and rec["results"]["swd_avg"] > 0  # type: ignore[index]
+    assert set(rec["results"]) == {"swd32", "swd16", "swd_avg"}  # type: ignore[arg-type]
+
+
+def test_stand_in_detectors_never_write_standard_names(setup: dict[str, Path], cache: Path,
+                                                       tmp_path: Path) -> None:
+    install(setup, pinned=False)
+    out = tmp_path / "out"
+    for _ in range(2):
+        res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
+                  "--metrics", DETECTOR_METRICS, "--num-images", 24, "--batch", 8,
+                  "--out", out)
+        assert res.exit_code == 0, res.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"metric-{m}@stand-in.jsonl" for m in DETECTOR_METRICS.split(","))
+    for name in DETECTOR_METRICS.split(","):
+        first, second = records(out, f"{name}@stand-in")
+        assert first["results"] == second["results"]  # same seed, same numbers (PPL too)
+        assert all(k.endswith("@stand-in") and np.isfinite(v)
+                   for k, v in first["results"].items())  # type: ignore[union-attr]
+        det = first["detector"]
+        assert det["standard"] is False  # type: ignore[index]
+        file = {"fid50k": "inception", "fid50k_full": "inception", "kid50k_full": "inception",
+                "is50k": "inception", "pr50k3_full": "vgg16", "ppl2_wend": "lpips"}[name]
+        assert det["sha256"] == sha256_of(setup[file])  # type: ignore[index]
+    assert first["results"]["ppl2_wend@stand-in"] > 0  # type: ignore[index]
+
+
+def test_real_statistics_are_cached_per_dataset_and_detector(
+        setup: dict[str, Path], cache: Path, tmp_path: Path) -> None:
+    install(setup, pinned=True)
+    out = tmp_path / "out"
+    for _ in range(2):
+        res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
+                  "--metrics", "fid50k", "--num-images", 24, "--out", out)
+        assert res.exit_code == 0, res.stderr
+    first, second = records(out, "fid50k")  # a pinned file gives the standard name
+    assert (first["real_stats"], second["real_stats"]) == ("computed", "cached")
+    assert first["results"] == second["results"] and first["detector"]["standard"]  # type: ignore[index]
+    assert len(list((cache / "stats").iterdir())) == 1
+    res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
+              "--metrics", "fid50k", "--num-images", 20, "--out", out)
+    assert res.exit_code == 0, res.stderr
+    assert records(out, "fid50k")[-1]["real_stats"] == "computed"  # other options
+
+
+@pytest.mark.parametrize("network", ["snapshot", "pkl"])
+def test_fid_matches_a_float64_reference_on_the_same_features(
+        setup: dict[str, Path], tmp_path: Path, network: str) -> None:
+    det = detectors.load("inception", setup["inception"])
+    cfg = ev_mod.EvaluateConfig(setup[network], setup["data"], tmp_path, ("fid50k",),
+                                num_images=30, batch=7)
+    result = ev_mod.run(cfg, detectors={"inception": det})
+    ev = ev_mod.Evaluation(cfg, load_generator(setup[network]))
+    reals = np.concatenate([det.features(b) for b in ev.reals(30, "reals")])
+    fakes = np.concatenate([det.features(b) for b in ev.fakes(30, "fakes")])
+    assert result.results["fid50k@stand-in"]["fid50k@stand-in"] == pytest.approx(
+        reference_fid(reals, fakes), rel=1e-6)
+
+
+def test_missing_weights_exit_2_before_anything_is_written(setup: dict[str, Path],
+                                                           cache: Path, tmp_path: Path) -> None:
+    res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
+              "--metrics", "swd,ppl2_wend", "--out", tmp_path / "out")
+    assert res.exit_code == 2
+    assert "vgg16_zhang_perceptual.pkl is missing" in res.stderr
+    assert "stylegan-ops fetch-weights lpips" in res.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(("metrics", "message"), [
-    pytest.param("fid50k", "unknown metric(s) fid50k; available: swd", id="not-yet"),
-    pytest.param("swd,nope", "unknown metric(s) nope", id="typo"),
+    pytest.param("fid5k", "unknown metric(s) fid5k; available: fid50k,", id="typo"),
+    pytest.param("swd,nope", "unknown metric(s) nope", id="one-bad"),
+    pytest.param(" , ", "unknown metric(s) ' , '", id="empty"),
 ])
-def test_unknown_metrics_exit_2(setup: tuple[Path, Path], tmp_path: Path, metrics: str,
+def test_unknown_metrics_exit_2(setup: dict[str, Path], tmp_path: Path, metrics: str,
                                 message: str) -> None:
-    data, net = setup
-    res = cli("evaluate", "--network", net, "--data", data, "--metrics", metrics,
-              "--out", tmp_path)
+    res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
+              "--metrics", metrics, "--out", tmp_path)
     assert res.exit_code == 2 and message in res.stderr
     assert not list(tmp_path.iterdir())

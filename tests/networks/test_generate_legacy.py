@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
-import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,65 +12,16 @@ import numpy as np
 import pytest
 
 from stylegan_ops.generate import parse_seeds
-from stylegan_ops.networks.discriminator import Discriminator
-from stylegan_ops.networks.generator import Generator
 from stylegan_ops.networks.presets import preset
 from stylegan_ops.networks.snapshot import Snapshot
 from tests.conftest import cli
-
-SMALL_KWARGS = {"resolution": 32, "num_channels": 3, "fmap_base": 512, "fmap_max": 64,
-                "latent_size": 64, "dlatent_size": 64, "mapping_layers": 2,
-                "mapping_lrmul": 0.01, "architecture": "skip", "label_size": 0,
-                "resample_kernel": [1, 3, 3, 1], "fused_modconv": True,
-                "truncation_psi": 0.5, "mbstd_group_size": 4}
+from tests.netfiles import make_pickle, nvidia_network_class
 
 
 @pytest.fixture(scope="module")
-def stub_network() -> type:
-    """A stand-in for dnnlib.tflib.network.Network: pickles as NVIDIA's does."""
-    class Network:
-        def __init__(self, state: dict[str, Any]) -> None:
-            self.__dict__["_state"] = state
-
-        def __getstate__(self) -> dict[str, Any]:
-            return self._state
-
-    Network.__module__ = "dnnlib.tflib.network"
-    Network.__qualname__ = "Network"
-    for name in ("dnnlib", "dnnlib.tflib", "dnnlib.tflib.network"):
-        sys.modules.setdefault(name, types.ModuleType(name))
-    sys.modules["dnnlib.tflib.network"].Network = Network  # type: ignore[attr-defined]
-    yield Network
-    for name in ("dnnlib.tflib.network", "dnnlib.tflib", "dnnlib"):
-        sys.modules.pop(name, None)
-
-
-def make_pickle(network_cls: type, path: Path, version: int = 4,
-                extra_kwargs: dict[str, Any] | None = None) -> tuple[Generator, Path]:
-    cfg = preset("small")
-    g, d = Generator(cfg, seed=11), Discriminator(cfg, seed=12)
-    g.w_avg.assign(np.random.default_rng(5).standard_normal(cfg.w_dim).astype(np.float32))
-    arrays = {k: v.numpy() for k, v in g.params.items()}
-
-    def net(name: str, variables: dict[str, np.ndarray], components: dict[str, Any],
-            kwargs: dict[str, Any]) -> Any:
-        return network_cls({"version": version, "name": name, "static_kwargs": kwargs,
-                            "components": components, "build_func_name": name,
-                            "build_module_src": "import os\nos.system('touch PWNED')\n",
-                            "variables": list(variables.items())})
-
-    def component(prefix: str) -> dict[str, np.ndarray]:
-        return {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix)}
-
-    def g_net() -> Any:
-        return net("G", {"dlatent_avg": arrays["dlatent_avg"]},
-                   {"mapping": net("G_mapping", component("G_mapping"), {}, {}),
-                    "synthesis": net("G_synthesis", component("G_synthesis"), {}, {})},
-                   {**SMALL_KWARGS, **(extra_kwargs or {})})
-
-    d_net = net("D", {k: v.numpy() for k, v in d.params.items()}, {}, {"resolution": 32})
-    path.write_bytes(pickle.dumps((g_net(), d_net, g_net()), protocol=2))
-    return g, path
+def stub_network() -> Iterator[type]:
+    with nvidia_network_class() as cls:
+        yield cls
 
 
 def test_parse_seeds() -> None:

@@ -1,0 +1,156 @@
+"""Detector loaders on files built like the real ones; weight cache and fetch-weights."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stylegan_ops.errors import StageError
+from stylegan_ops.metrics import detectors
+from stylegan_ops.metrics.weights import locate, sha256_of
+from tests.conftest import cli
+from tests.httpserver import LoopbackServer, Plan
+from tests.netfiles import TINY_WIDTHS, inception_graph, vgg_pickle
+
+IMAGES = np.random.RandomState(0).randint(0, 256, (5, 40, 40, 3)).astype(np.uint8)
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("STYLEGAN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_inception_batches_match_the_original_single_image_graph(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    pb = inception_graph(tmp_path / "g.pb")
+    det = detectors.load("inception", pb)
+    feats, probs = det.features(IMAGES), det.probabilities(IMAGES)
+    assert feats.shape == (5, 64) and probs.shape == (5, 10)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    np.testing.assert_allclose(det.features(IMAGES[2:3]), feats[2:3], rtol=1e-5)
+    # the unmodified graph, fed one image the way the original FID code fed it
+    graph_def = tf.compat.v1.GraphDef.FromString(pb.read_bytes())
+    with tf.Graph().as_default() as g:
+        tf.graph_util.import_graph_def(graph_def, name="")
+        with tf.compat.v1.Session(graph=g) as sess:
+            for i in range(len(IMAGES)):
+                pool, soft = sess.run(["pool_3:0", "softmax:0"],
+                                      {"ExpandDims:0": IMAGES[i:i + 1].astype(np.float32)})
+                np.testing.assert_allclose(feats[i], pool.reshape(-1), rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(probs[i], soft[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    pytest.param(b"\xff\x00 not a protobuf", "not a TensorFlow GraphDef", id="garbage"),
+    pytest.param(b"", "no 'ExpandDims'", id="empty-graph"),
+])
+def test_inception_rejects_other_files(tmp_path: Path, content: bytes, message: str) -> None:
+    (tmp_path / "x.pb").write_bytes(content)
+    with pytest.raises(StageError, match=message):
+        detectors.load("inception", tmp_path / "x.pb")
+
+
+def test_vgg16_features_and_layout_checks(tmp_path: Path) -> None:
+    det = detectors.load("vgg16", vgg_pickle(tmp_path / "vgg16.pkl", "vgg16"))
+    feats = det.features(IMAGES)
+    assert feats.shape == (5, 32) and (feats >= 0).all() and feats.std() > 0
+    np.testing.assert_allclose(det.features(IMAGES[:1]), feats[:1], rtol=1e-4, atol=1e-5)
+
+
+def _conv_vars(widths: tuple[int, ...] = TINY_WIDTHS) -> list[tuple[str, np.ndarray]]:
+    from tests.netfiles import _vgg_convs
+
+    return _vgg_convs(np.random.default_rng(0), widths)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    pytest.param(lambda v: v[:5], "ends before conv2_1 bias ([8])", id="truncated"),
+    pytest.param(lambda v: [v[1], v[0], *v[2:]], "variable #0 conv1_1/bias has shape (4,)",
+                 id="swapped"),
+    pytest.param(lambda v: [*v, ("extra", np.zeros(3, np.float32))],
+                 "1 unexpected variables after the lin layers", id="extra"),
+    pytest.param(lambda v: [(n, a[:, :, :2]) if n == "conv2_1/weight" else (n, a)
+                            for n, a in v], "conv2_1 kernel needs [3, 3, 4, *]", id="chain"),
+])
+def test_lpips_pickles_are_mapped_by_order_and_shape(tmp_path: Path, edit: object,
+                                                    message: str) -> None:
+    rng = np.random.default_rng(1)
+    lins = [(f"lin{i}", rng.uniform(size=(1, 1, w, 1)).astype(np.float32))
+            for i, w in enumerate(TINY_WIDTHS)]
+    variables = edit(_conv_vars() + lins)  # type: ignore[operator]
+    path = vgg_pickle(tmp_path / "lpips.pkl", "lpips", variables=variables)
+    with pytest.raises(StageError, match=re.escape(message)):
+        detectors.load("lpips", path)
+
+
+def test_lpips_is_a_distance(tmp_path: Path) -> None:
+    lpips = detectors.load("lpips", vgg_pickle(tmp_path / "l.pkl", "lpips"))
+    a, b = IMAGES[:3].astype(np.float32), IMAGES[[3, 4, 2]].astype(np.float32)
+    d = lpips.distance(a, b)
+    assert d.shape == (3,) and (d[:2] > 0).all() and abs(d[2]) < 1e-6
+    np.testing.assert_allclose(lpips.distance(b, a), d, rtol=1e-5)
+    assert (lpips.distance(a, a + 1.0) < lpips.distance(a, 255 - a)).all()
+
+
+def test_fetch_weights_downloads_the_archive_member_and_checks_the_pin(
+        tmp_path: Path, cache: Path) -> None:
+    pb = inception_graph(tmp_path / "classify_image_graph_def.pb")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(pb, arcname="./classify_image_graph_def.pb")
+    digest = sha256_of(pb)
+    with LoopbackServer(Plan(files={"/m/inception-2015-12-05.tgz": buf.getvalue()})) as srv:
+        url = f"{srv.url}/m/inception-2015-12-05.tgz"
+        bad = cli("fetch-weights", "inception", "--url", url, "--sha256", "0" * 64)
+        assert bad.exit_code == 2
+        assert f"sha256 {digest} does not match the expected {'0' * 64}" in bad.stderr
+        assert not (cache / "weights" / "classify_image_graph_def.pb").exists()
+        res = cli("fetch-weights", "inception", "--url", url, "--sha256", digest)
+    assert res.exit_code == 0, res.stderr
+    installed = json.loads(res.stdout.splitlines()[-1])["installed"][0]
+    assert installed["trust"] == "user" and installed["sha256"] == digest
+    found = locate("inception")
+    assert found.standard and found.sha256 == digest
+    assert not list((cache / "weights" / ".downloads").iterdir())  # archive removed
+    # damage after install is caught on use
+    with (cache / "weights" / "classify_image_graph_def.pb").open("ab") as f:
+        f.write(b"x")
+    with pytest.raises(StageError, match="does not match the expected"):
+        locate("inception")
+
+
+def test_fetch_weights_refuses_an_unpinned_file_unless_told(tmp_path: Path, cache: Path) -> None:
+    pkl = vgg_pickle(tmp_path / "mine.pkl", "vgg16")
+    res = cli("fetch-weights", "vgg16", "--from", pkl)
+    assert res.exit_code == 2 and "no pinned sha256 for vgg16.pkl" in res.stderr
+    res = cli("fetch-weights", "vgg16", "--from", pkl, "--accept-unpinned")
+    assert res.exit_code == 0, res.stderr
+    assert not locate("vgg16").standard
+    assert (cache / "weights" / "vgg16.pkl").read_bytes() == pkl.read_bytes()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    pytest.param(("nope",), "unknown detector weights 'nope'", id="unknown"),
+    pytest.param(("lpips", "--from", "/no/such.pkl", "--accept-unpinned"),
+                 "no such file: /no/such.pkl", id="missing-source"),
+    pytest.param(("lpips", "--sha256", "xyz"), "sha256 must be 64 hex digits, got 'xyz'",
+                 id="bad-hex"),
+    pytest.param(("all", "--sha256", "a" * 64), "apply to one file", id="one-file"),
+])
+def test_fetch_weights_usage_errors(cache: Path, args: tuple[str, ...], message: str) -> None:
+    res = cli("fetch-weights", *args)
+    assert res.exit_code == 2 and message in res.stderr
+
+
+def test_missing_weights_name_the_file_and_the_command(cache: Path) -> None:
+    with pytest.raises(StageError, match=r"vgg16_zhang_perceptual.pkl is missing from .*; "
+                                         "get it with: stylegan-ops fetch-weights lpips"):
+        locate("lpips")
