@@ -29,9 +29,8 @@ TARGET_H100_S = 90.0
 class KerasInception:
     """Inception-v3 layers with random weights: a throughput stand-in only."""
 
-    label = {"name": "keras-inception-v3 (architecture stand-in)"}
-
     def __init__(self) -> None:
+        self.label = {"name": "keras-inception-v3 (architecture stand-in)"}
         self.net = tf.keras.applications.InceptionV3(weights=None, include_top=False,
                                                      pooling="avg")
         self.run = tf.function(lambda x: self.net(
