@@ -510,12 +510,16 @@ def store_diff(ctx: click.Context, ref_a: str, ref_b: str) -> None:
 @click.argument("directory", type=PathArg)
 @click.option("--verify", is_flag=True,
               help="Rehash every object first (default: rehash only ones whose stat changed).")
+@click.option("--replace", is_flag=True,
+              help="Swap out an existing DIRECTORY once the checkout is complete "
+                   "(default: it must be absent or empty).")
 @click.pass_context
 @stage
-def store_checkout(ctx: click.Context, ref: str, directory: Path, verify: bool) -> None:
+def store_checkout(ctx: click.Context, ref: str, directory: Path, verify: bool,
+                   replace: bool) -> None:
     """Materialise REF read-only into DIRECTORY (must be absent or empty)."""
-    v = _store(ctx).checkout(ref, directory, verify)
-    emit(_Emit({"ref": v.ref, "id": v.id, "out": str(directory)}))
+    v = _store(ctx).checkout(ref, directory, verify, replace)
+    emit(_Emit({"ref": v.ref, "id": v.id, "name": v.name, "out": str(directory)}))
 
 
 @store.command("verify")

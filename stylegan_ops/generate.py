@@ -59,6 +59,18 @@ def load_generator(path: Path) -> Any:
     return G
 
 
+def network_digest(path: Path) -> str:
+    """sha256 of the sampling weights: Gs.npz of a snapshot, or the .pkl file itself."""
+    import hashlib
+
+    target = path if path.is_file() else path / "Gs.npz"
+    h = hashlib.sha256()
+    with target.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """[-1, 1] floats → uint8 exactly as NVIDIA's tools: x·127.5 + 128, clipped."""
     return np.clip(images * 127.5 + 128, 0, 255).astype(np.uint8)
@@ -125,8 +137,9 @@ def run(cfg: GenerateConfig) -> GenerateResult:
             (tmp / name).write_bytes(_png(synthesize(G, seed, cfg.truncation_psi,
                                                      cfg.noise_mode)))
             files.append(name)
+        # the network by content, not by path: same weights and seeds, same version
         (tmp / "generate.json").write_bytes(dump_json({
-            "network": str(cfg.network), "seeds": list(cfg.seeds),
+            "network_sha256": network_digest(cfg.network), "seeds": list(cfg.seeds),
             "truncation_psi": cfg.truncation_psi, "noise_mode": cfg.noise_mode}))
     return GenerateResult(str(cfg.out), files, cfg.truncation_psi, str(cfg.network))
 

@@ -37,8 +37,15 @@ def check_stage(stage: str) -> str:
 
 
 def build_command(stage: str, arguments: Sequence[Any] = ()) -> list[str]:
-    """``stylegan-ops <stage words> <arguments>`` as an argv list."""
-    return [ENTRY, *check_stage(stage).split(), *(str(a) for a in arguments)]
+    """``stylegan-ops <stage words> <arguments>`` as an argv list; an argument that is a
+    list (a template rendered to one, e.g. optional flags) contributes its items."""
+    argv = [ENTRY, *check_stage(stage).split()]
+    for arg in arguments:
+        if isinstance(arg, list | tuple):
+            argv += [str(a) for a in arg]
+        elif arg is not None:
+            argv.append(str(arg))
+    return argv
 
 
 def last_json(lines: Iterable[str]) -> Any:

@@ -19,8 +19,17 @@ FORMAT = "stylegan-ops-snapshot/1"
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz np.load reads, byte-identical for identical arrays: fixed member times and
+    order, so the same weights make the same store objects."""
+    import zipfile
+
     buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(arrays[name]),
+                                          allow_pickle=False)
     path.write_bytes(buf.getvalue())
 
 

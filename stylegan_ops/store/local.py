@@ -363,10 +363,12 @@ class Store:
             problems.extend(p for p in pool.map(rehash, suspects) if p is not None)
         return sorted(problems, key=lambda p: p.path)
 
-    def checkout(self, text: str, dest: Path, verify: bool = False) -> Version:
-        """Materialise a version read-only at ``dest`` (hard links, else copies)."""
+    def checkout(self, text: str, dest: Path, verify: bool = False,
+                 replace: bool = False) -> Version:
+        """Materialise a version read-only at ``dest`` (hard links, else copies);
+        ``replace`` swaps out an existing directory only once the new one is complete."""
         version = self.resolve(text)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not replace)):
             raise StageError(f"checkout target is not an empty directory: {dest}")
         problems = self.check_version(version, full=verify)
         if problems:
@@ -396,8 +398,12 @@ class Store:
                     shutil.copyfile(obj, target)
                     os.chmod(target, 0o444)
             if dest.exists():
-                dest.rmdir()
-            tmp.rename(dest)
+                old = dest.parent / f".{dest.name}.old-{secrets.token_hex(4)}"
+                dest.rename(old)
+                tmp.rename(dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(dest)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

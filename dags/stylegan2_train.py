@@ -1,0 +1,258 @@
+"""stylegan2_train: both branches of the original demo, every output a version.
+
+resolve the dataset (local ref, or pulled from a published store) → in parallel:
+  pretrained: fetch NVIDIA's pickle (resumable, checked) → import → commit → evaluate →
+              commit → generate → commit
+  ours:       train (a retry resumes from the last snapshot) → commit → evaluate → commit →
+              generate → commit
+→ summary (versions, metrics, images).
+
+Runs manually, from the repo watcher (conf + git_commit), or on a new ``lsun-cat-256``
+version when the Variable ``stylegan_train_on_new_dataset`` is true (off by default: such
+runs are skipped at the gate, saying why). Parsing imports neither TensorFlow nor the stage
+code and does no I/O.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Param, task
+from stylegan_airflow.operators import DatasetVersionOperator, StageOperator, version_asset
+from stylegan_airflow.paths import run_dir
+
+NVIDIA_CAT = "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-cat-config-f.pkl"
+ON_NEW_DATASET = "stylegan_train_on_new_dataset"  # Variable: "true" lets asset runs train
+RETRY_DELAY = timedelta(seconds=int(os.environ.get("STYLEGAN_TRAIN_RETRY_DELAY", "60")))
+PROFILE_KEYS = ("download", "train", "evaluate", "generate")
+
+PARAMS = {
+    "dataset_ref": Param("lsun-cat-256:latest", type="string", minLength=1,
+                         description="dataset version ref (name:latest, name:v3, name:tag)"),
+    "dataset_remote": Param(None, type=["string", "null"],
+                            description="URL of a published store to pull the ref from "
+                                        "(the public dataset); null: the local store"),
+    "pretrained": Param(NVIDIA_CAT, type=["string", "null"],
+                        description="URL or local path of NVIDIA's network .pkl; null skips "
+                                    "the pretrained branch"),
+    "pretrained_sha256": Param(None, type=["string", "null"], pattern="^[0-9a-f]{64}$",
+                               description="expected sha256 of the downloaded pickle"),
+    "config": Param("config-f", type="string", enum=["config-f", "config-e", "small"]),
+    "total_kimg": Param(10, type="number", exclusiveMinimum=0),
+    "batch": Param(32, type="integer", minimum=1),
+    "ada": Param(False, type="boolean", description="adaptive discriminator augmentation"),
+    "tick_kimg": Param(1, type="number", exclusiveMinimum=0),
+    "snapshot_ticks": Param(4, type="integer", minimum=1),
+    "metrics": Param("fid50k,ppl2_wend", type="string",
+                     pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$"),
+    "metric_images": Param(None, type=["integer", "null"], minimum=2,
+                           description="cap every metric's image count (quick checks)"),
+    "seeds": Param("6600-6605", type="string", pattern=r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$"),
+    "truncation_psi": Param(0.5, type="number"),
+    "profiles": Param({"download": "cpu", "train": "gpu", "evaluate": "gpu", "generate": "gpu"},
+                      type="object", required=list(PROFILE_KEYS), additionalProperties=False,
+                      properties={k: {"type": "string"} for k in PROFILE_KEYS},
+                      description="resource profile per kind of task"),
+    "tags": Param([], type="array", items={"type": "string"}),
+    "git_commit": Param(None, type=["string", "null"],
+                        description="commit of the pipeline repo (set by the repo watcher)"),
+}
+
+
+def plan_value(key: str) -> str:
+    return f"{{{{ ti.xcom_pull(task_ids='plan', key='{key}') }}}}"
+
+
+def output(task_id: str, field: str) -> str:
+    return f"{{{{ ti.xcom_pull(task_ids='{task_id}')['{field}'] }}}}"
+
+
+def version_of(task_id: str) -> str:
+    """``name@id`` of the version a commit task created."""
+    return f"{output(task_id, 'name')}@{output(task_id, 'id')}"
+
+
+TRY = "{{ ti.try_number }}"  # outputs per try: a retry never meets a half-written one
+
+with DAG(
+    dag_id="stylegan2_train",
+    description="Evaluate NVIDIA's cat network and train our own; version every output",
+    schedule=[version_asset("lsun-cat-256")],
+    catchup=False,
+    params=PARAMS,
+    default_args={"retries": 1, "retry_delay": RETRY_DELAY},
+    tags=["stylegan2"],
+    render_template_as_native_obj=True,
+    doc_md=__doc__,
+) as dag:
+
+    @task.short_circuit
+    def gate(dag_run: Any = None) -> bool:
+        """Manual and watcher runs pass; asset-triggered ones only when switched on."""
+        if "asset" not in str(dag_run.run_type).lower():
+            return True
+        from airflow.sdk import Variable
+
+        on = str(Variable.get(ON_NEW_DATASET, default="false")).lower() in ("1", "true", "on")
+        if not on:
+            print(f"a new dataset version arrived; training on new datasets is off "
+                  f"(set the Variable {ON_NEW_DATASET} to true to turn it on)")
+        return on
+
+    @task(multiple_outputs=True)
+    def plan(params: dict[str, Any], dag_run: Any = None,
+             triggering_asset_events: Any = None) -> dict[str, Any]:
+        """Paths and stage arguments for this run."""
+        root = run_dir("stylegan2_train", dag_run.run_id)
+        ref = params["dataset_ref"]
+        if "asset" in str(dag_run.run_type).lower() and triggering_asset_events:
+            events = [e for evs in triggering_asset_events.values() for e in evs]
+            ref = (events[-1].extra or {}).get("ref", ref) if events else ref
+        pretrained = params["pretrained"]
+        is_url = bool(pretrained) and str(pretrained).startswith(("http://", "https://"))
+        pkl = f"{root}/pretrained/network.pkl" if is_url else pretrained
+        download = [pretrained, "--out", pkl]
+        if params["pretrained_sha256"]:
+            download += ["--sha256", params["pretrained_sha256"]]
+        from stylegan_ops.generate import parse_seeds
+
+        cap = ["--num-images", str(params["metric_images"])] if params["metric_images"] else []
+        train = ["--data", f"{root}/dataset", "--out", f"{root}/train",
+                 "--config", params["config"], "--total-kimg", str(params["total_kimg"]),
+                 "--batch", str(params["batch"]), "--resume", "auto",
+                 "--aug", "ada" if params["ada"] else "none",
+                 "--tick-kimg", str(params["tick_kimg"]),
+                 "--snapshot-ticks", str(params["snapshot_ticks"])]
+        return {"root": root, "dataset_ref": ref, "pkl": pkl or "", "download": download,
+                "pretrained_mode": "url" if is_url else ("path" if pretrained else "none"),
+                "train": train,
+                "evaluate": ["--data", f"{root}/dataset", "--metrics", params["metrics"], *cap],
+                "generate": ["--seeds", params["seeds"],
+                             "--truncation-psi", str(params["truncation_psi"])],
+                "seeds": list(parse_seeds(params["seeds"]))}
+
+    @task
+    def resolve_dataset(params: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+        """Pull the ref from the published store if asked, then check it out (verified)."""
+        from pathlib import Path
+
+        from stylegan_airflow.runners import store_path
+
+        from stylegan_ops.store.local import Store
+
+        store = Store(Path(store_path()), create=True)
+        ref = plan["dataset_ref"]
+        if params["dataset_remote"]:
+            from stylegan_ops.store.remote import pull
+
+            version, _ = pull(store, params["dataset_remote"], ref)
+            ref = f"{version.name}@{version.id}"
+        out = Path(plan["root"]) / "dataset"
+        version = store.checkout(ref, out, verify=True, replace=True)
+        print(f"dataset {version.ref} ({version.id}) checked out at {out}")
+        return {"name": version.name, "id": version.id, "ref": version.ref, "out": str(out)}
+
+    @task.branch
+    def choose_pretrained(plan: dict[str, Any]) -> list[str]:
+        mode = plan["pretrained_mode"]
+        if mode == "none":
+            print("pretrained branch skipped: no network given (param 'pretrained' is null)")
+            return []
+        return ["fetch_pretrained"] if mode == "url" else ["import_pretrained"]
+
+    @task(trigger_rule="all_done")
+    def summary(dag_run: Any = None, ti: Any = None) -> dict[str, Any]:
+        """What this run produced: versions, metrics and where the images are."""
+        versions = {}
+        for task_id in ("commit_pretrained_network", "commit_pretrained_evaluation",
+                        "commit_pretrained_generated", "commit_trained_network",
+                        "commit_ours_evaluation", "commit_ours_generated"):
+            value = ti.xcom_pull(task_ids=task_id)
+            if value:
+                versions[value["name"]] = {"ref": value["ref"], "id": value["id"],
+                                           "meta": value.get("meta", {})}
+        metrics = {name: v["meta"].get("metrics") for name, v in versions.items()
+                   if "evaluation" in name}
+        for name, v in versions.items():
+            print(f"{name}: {v['ref']} ({v['id'][:12]})")
+        for name, values in metrics.items():
+            print(f"{name}: {values}")
+        return {"versions": versions, "metrics": metrics}
+
+    args = plan()
+    checked_out = resolve_dataset(plan=args)
+    profiles = {k: f"{{{{ params.profiles.{k} }}}}" for k in PROFILE_KEYS}
+
+    # --- the pretrained branch ----------------------------------------------------------
+    fetch = StageOperator(task_id="fetch_pretrained", stage="download",
+                          arguments=args["download"], profile=profiles["download"],
+                          retries=5, execution_timeout=timedelta(hours=2))
+    import_pre = StageOperator(
+        task_id="import_pretrained", stage="import-pkl", profile=profiles["download"],
+        arguments=[plan_value("pkl"), "--out", f"{plan_value('root')}/pretrained/snapshot-{TRY}"],
+        trigger_rule="none_failed_min_one_success")
+    commit_pre_net = DatasetVersionOperator(
+        task_id="commit_pretrained_network", name="stylegan2-pretrained-network",
+        source=output("import_pretrained", "out"), inputs=["resolve_dataset"],
+        tags="{{ params.tags }}", meta={"source": "{{ params.pretrained }}"})
+    eval_pre = StageOperator(
+        task_id="evaluate_pretrained", stage="evaluate", profile=profiles["evaluate"],
+        arguments=["--network", output("import_pretrained", "out"), plan_value("evaluate"),
+                   "--out", f"{plan_value('root')}/evaluation-pretrained-{TRY}"])
+    commit_pre_eval = DatasetVersionOperator(
+        task_id="commit_pretrained_evaluation", name="stylegan2-evaluation-pretrained",
+        source=output("evaluate_pretrained", "out"),
+        inputs=["commit_pretrained_network", "resolve_dataset"], tags="{{ params.tags }}",
+        meta={"metrics": output("evaluate_pretrained", "results"),
+              "network": version_of("commit_pretrained_network")})
+    gen_pre = StageOperator(
+        task_id="generate_pretrained", stage="generate", profile=profiles["generate"],
+        arguments=["--network", output("import_pretrained", "out"), plan_value("generate"),
+                   "--out", f"{plan_value('root')}/generated-pretrained-{TRY}"])
+    commit_pre_gen = DatasetVersionOperator(
+        task_id="commit_pretrained_generated", name="stylegan2-generated-pretrained",
+        source=output("generate_pretrained", "out"), inputs=["commit_pretrained_network"],
+        tags="{{ params.tags }}",
+        meta={"network": version_of("commit_pretrained_network"),
+              "truncation_psi": "{{ params.truncation_psi }}", "seeds": plan_value("seeds")})
+
+    # --- our own network ----------------------------------------------------------------
+    train = StageOperator(task_id="train", stage="train", arguments=args["train"],
+                          profile=profiles["train"], retries=2,
+                          execution_timeout=timedelta(days=7))
+    commit_net = DatasetVersionOperator(
+        task_id="commit_trained_network", name="stylegan2-trained-network",
+        source=output("train", "out"), inputs=["resolve_dataset"], tags="{{ params.tags }}",
+        meta={"kimg": output("train", "kimg"), "config": "{{ params.config }}"})
+    eval_ours = StageOperator(
+        task_id="evaluate_ours", stage="evaluate", profile=profiles["evaluate"],
+        arguments=["--network", output("train", "final"), plan_value("evaluate"),
+                   "--out", f"{plan_value('root')}/evaluation-ours-{TRY}"])
+    commit_eval = DatasetVersionOperator(
+        task_id="commit_ours_evaluation", name="stylegan2-evaluation-ours",
+        source=output("evaluate_ours", "out"),
+        inputs=["commit_trained_network", "resolve_dataset"], tags="{{ params.tags }}",
+        meta={"metrics": output("evaluate_ours", "results"),
+              "network": version_of("commit_trained_network")})
+    gen_ours = StageOperator(
+        task_id="generate_ours", stage="generate", profile=profiles["generate"],
+        arguments=["--network", output("train", "final"), plan_value("generate"),
+                   "--out", f"{plan_value('root')}/generated-ours-{TRY}"])
+    commit_gen = DatasetVersionOperator(
+        task_id="commit_ours_generated", name="stylegan2-generated-ours",
+        source=output("generate_ours", "out"), inputs=["commit_trained_network"],
+        tags="{{ params.tags }}",
+        meta={"network": version_of("commit_trained_network"),
+              "truncation_psi": "{{ params.truncation_psi }}", "seeds": plan_value("seeds")})
+
+    gate() >> args >> checked_out
+    checked_out >> choose_pretrained(args) >> [fetch, import_pre]
+    fetch >> import_pre >> commit_pre_net >> [eval_pre, gen_pre]
+    eval_pre >> commit_pre_eval
+    gen_pre >> commit_pre_gen
+    checked_out >> train >> commit_net >> [eval_ours, gen_ours]
+    eval_ours >> commit_eval
+    gen_ours >> commit_gen
+    [commit_pre_eval, commit_pre_gen, commit_eval, commit_gen] >> summary()
