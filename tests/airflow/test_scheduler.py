@@ -1,15 +1,21 @@
-"""stylegan2_prepare under a real scheduler on PostgreSQL, triggered by the CLI and REST."""
+"""The DAGs under a real scheduler on PostgreSQL, triggered by the CLI and REST; a training
+task killed mid-run is retried by Airflow and resumes from its snapshot."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.airflow.stack import AirflowStack, postgres_available
-from tests.conftest import need
+from tests.conftest import cli, need
 
 pytestmark = [pytest.mark.scheduler, pytest.mark.airflow]
 
@@ -20,7 +26,8 @@ CONF = {"source_url": "sample", "sample_count": 20, "resolution": 8, "max_images
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
     need(postgres_available(), "PostgreSQL server binaries (initdb, pg_ctl) not found")
-    stack = AirflowStack(tmp_path_factory.mktemp("stack"))
+    stack = AirflowStack(tmp_path_factory.mktemp("stack"),
+                         extra_env={"STYLEGAN_TRAIN_RETRY_DELAY": "1"})
     try:
         stack.start()
         stack.wait(lambda: stack.api("GET", "/api/v2/dags/stylegan2_prepare") is not None, 180,
@@ -55,3 +62,60 @@ def test_bad_conf_is_refused_by_the_api(stack: AirflowStack) -> None:
     body = {"dag_run_id": "bad_run", "logical_date": None, "conf": {"resolution": 48}}
     assert stack.api("POST", "/api/v2/dags/stylegan2_prepare/dagRuns", body) is None
     assert stack.run_state("stylegan2_prepare", "bad_run") is None
+
+
+def _stage_pids(pattern: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_killed_training_is_retried_and_resumes(stack: AirflowStack, sample_lmdb: Path,
+                                                tmp_path: Path) -> None:
+    store = stack.env["STYLEGAN_STORE"]
+    assert cli("prepare", "lsun", sample_lmdb, "--out", tmp_path / "cats", "--resolution", 32,
+               "--max-images", 40).exit_code == 0
+    assert cli("store", "--store", store, "snapshot", tmp_path / "cats",
+               "--name", "cats-32").exit_code == 0
+    conf = {"dataset_ref": "cats-32:latest", "pretrained": None, "config": "small",
+            "total_kimg": 2.5, "batch": 8, "tick_kimg": 0.1, "snapshot_ticks": 1,
+            "metrics": "swd", "metric_images": 16, "seeds": "1-2",
+            "profiles": {"download": "cpu", "train": "cpu", "evaluate": "cpu",
+                         "generate": "cpu"}}
+    stack.airflow("dags", "trigger", "stylegan2_train", "--run-id", "kill_run",
+                  "--conf", json.dumps(conf))
+    train_dir = Path(stack.env["STYLEGAN_WORKSPACE"]) / "stylegan2_train" / "kill_run" / "train"
+    stack.wait(lambda: any(train_dir.glob("network-snapshot-*")), 300, "a first snapshot")
+    pids = _stage_pids(f"stylegan_ops.cli train .*{train_dir}")
+    assert pids, "the training process was not found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert stack.wait_for_run("stylegan2_train", "kill_run", timeout=600) == "success", \
+        stack.logs()
+    ti = stack.api("GET", "/api/v2/dags/stylegan2_train/dagRuns/kill_run/taskInstances/train")
+    assert ti["try_number"] == 2 and ti["state"] == "success"
+    log = stack.api("GET", "/api/v2/dags/stylegan2_train/dagRuns/kill_run/taskInstances/train"
+                           "/logs/2")
+    text = json.dumps(log)
+    match = re.search(r"resumed from \S*network-snapshot-\d+ at ([0-9.]+) kimg", text)
+    assert match and float(match.group(1)) > 0, text[-2000:]
+    kimgs = [json.loads(x)["kimg"] for x in (train_dir / "stats.jsonl").read_text().splitlines()]
+    # one stats file across both tries: the second continued, it did not start over
+    assert sum(k < 0.15 for k in kimgs) == 1 and kimgs[-1] >= 2.5, kimgs
+    assert time.monotonic() - killed_at < 600
+    generated = json.loads(cli("store", "--store", store, "show",
+                               "stylegan2-generated-ours:latest").stdout)
+    assert generated["lineage"]["run_id"] == "kill_run"
+
+
+@pytest.mark.parametrize("conf", [
+    pytest.param({"config": "config-x"}, id="unknown-preset"),
+    pytest.param({"seeds": "66oo"}, id="bad-seeds"),
+    pytest.param({"profiles": {"train": "gpu"}}, id="missing-profiles"),
+])
+def test_train_conf_is_validated_by_the_cli(stack: AirflowStack, conf: dict[str, object]) -> None:
+    res = stack.airflow("dags", "trigger", "stylegan2_train", "--run-id", "bad_train",
+                        "--conf", json.dumps(conf), check=False)
+    assert res.returncode != 0, res.stdout
+    assert "Invalid input for param" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert stack.run_state("stylegan2_train", "bad_train") is None
