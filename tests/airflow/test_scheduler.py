@@ -69,14 +69,21 @@ def _stage_pids(pattern: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def test_killed_training_is_retried_and_resumes(stack: AirflowStack, sample_lmdb: Path,
-                                                tmp_path: Path) -> None:
-    store = stack.env["STYLEGAN_STORE"]
-    assert cli("prepare", "lsun", sample_lmdb, "--out", tmp_path / "cats", "--resolution", 32,
+@pytest.fixture(scope="module")
+def cats32(stack: AirflowStack, sample_lmdb: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 32 px dataset version ``cats-32`` in the stack's store."""
+    out = tmp_path_factory.mktemp("cats") / "cats"
+    assert cli("prepare", "lsun", sample_lmdb, "--out", out, "--resolution", 32,
                "--max-images", 40).exit_code == 0
-    assert cli("store", "--store", store, "snapshot", tmp_path / "cats",
+    assert cli("store", "--store", stack.env["STYLEGAN_STORE"], "snapshot", out,
                "--name", "cats-32").exit_code == 0
-    conf = {"dataset_ref": "cats-32:latest", "pretrained": None, "config": "small",
+    return "cats-32:latest"
+
+
+def test_killed_training_is_retried_and_resumes(stack: AirflowStack, cats32: str) -> None:
+    store = stack.env["STYLEGAN_STORE"]
+    conf = {"dataset_ref": cats32, "pretrained": None, "config": "small",
             "total_kimg": 2.5, "batch": 8, "tick_kimg": 0.1, "snapshot_ticks": 1,
             "metrics": "swd", "metric_images": 16, "seeds": "1-2",
             "profiles": {"download": "cpu", "train": "cpu", "evaluate": "cpu",
@@ -119,3 +126,47 @@ def test_train_conf_is_validated_by_the_cli(stack: AirflowStack, conf: dict[str,
     assert res.returncode != 0, res.stdout
     assert "Invalid input for param" in res.stdout + res.stderr, res.stdout + res.stderr
     assert stack.run_state("stylegan2_train", "bad_train") is None
+
+
+def test_a_commit_changing_only_seeds_regenerates_those_seeds(stack: AirflowStack, cats32: str,
+                                                              tmp_path: Path) -> None:
+    """The repo watcher, on git, triggers stylegan2_train per commit under the scheduler."""
+    import yaml
+
+    from tests.fakegithub import git
+
+    store = stack.env["STYLEGAN_STORE"]
+    bare, work = tmp_path / "origin.git", tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True,
+                   capture_output=True)
+    git(work, "config", "user.email", "ci@example.com")
+    git(work, "config", "user.name", "CI")
+    git(work, "checkout", "-q", "-b", "main")
+    conf = {"dataset_ref": cats32, "pretrained": None, "config": "small",
+            "total_kimg": 0.05, "batch": 8, "metrics": "swd", "metric_images": 8,
+            "profiles": {"download": "cpu", "train": "cpu", "evaluate": "cpu",
+                         "generate": "cpu"}}
+
+    def commit_and_watch(seeds: str, n: int) -> str:
+        (work / "stylegan2.yaml").write_text(yaml.safe_dump(
+            {"dag": "stylegan2_train", "conf": {**conf, "seeds": seeds}}))
+        git(work, "add", "stylegan2.yaml")
+        git(work, "commit", "-qm", f"seeds {seeds}")
+        git(work, "push", "-q", "origin", "HEAD:main")
+        sha = git(work, "rev-parse", "HEAD").strip()
+        stack.airflow("dags", "trigger", "stylegan2_watch_repo", "--run-id", f"watch_{n}",
+                      "--conf", json.dumps({"repo": str(bare), "backend": "git"}))
+        assert stack.wait_for_run("stylegan2_watch_repo", f"watch_{n}") == "success"
+        assert stack.wait_for_run("stylegan2_train", f"commit__{sha}", timeout=400) == \
+            "success", stack.logs()
+        return sha
+
+    commit_and_watch("1-2", 0)
+    sha = commit_and_watch("4-5", 1)
+    version = json.loads(cli("store", "--store", store, "show",
+                             "stylegan2-generated-ours:latest").stdout)
+    assert version["lineage"]["git_commit"] == sha
+    assert version["meta"]["seeds"] == [4, 5]
+    assert {f["path"] for f in version["manifest"]["files"]} == {
+        "seed0004.png", "seed0005.png", "generate.json"}
