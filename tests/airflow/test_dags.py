@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DAGS = ["stylegan2_prepare", "stylegan2_watch_repo"]
+DAGS = ["stylegan2_prepare", "stylegan2_watch_repo", "stylegan2_train"]
 
 
 def test_dagbag_has_no_import_errors(dagbag: Any) -> None:
@@ -26,7 +26,8 @@ def test_parsing_imports_no_tensorflow_and_no_stage_code() -> None:
         f"b = DagBag({str(ROOT / 'dags')!r})\n"
         "assert not b.import_errors, b.import_errors\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras') or "
-        "m.startswith(('stylegan_ops.data', 'stylegan_ops.store', 'stylegan_ops.networks'))]\n"
+        "m.startswith(('stylegan_ops.data', 'stylegan_ops.store.local', "
+        "'stylegan_ops.store.remote', 'stylegan_ops.networks', 'stylegan_ops.metrics'))]\n"
         "print(json.dumps(heavy))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -41,6 +42,33 @@ def test_prepare_dag_shape(dagbag: Any) -> None:
     assert dag.task_dict["extract"].upstream_task_ids >= {"make_sample", "unzip"}
     assert dag.task_dict["commit"].upstream_task_ids == {"inspect", "plan"}
     assert dag.params["source_url"] == "http://dl.yf.io/lsun/objects/cat.zip"
+
+
+def test_train_dag_shape_and_schedule(dagbag: Any) -> None:
+    dag = dagbag.dags["stylegan2_train"]
+    commits = {t for t in dag.task_dict if t.startswith("commit_")}
+    assert len(commits) == 6
+    assert dag.task_dict["train"].upstream_task_ids == {"plan", "resolve_dataset"}
+    assert dag.task_dict["evaluate_ours"].upstream_task_ids == {"commit_trained_network"}
+    assert dag.task_dict["import_pretrained"].trigger_rule == "none_failed_min_one_success"
+    assert dag.task_dict["train"].retries == 2
+    assert [a.uri for a in dag.timetable.asset_condition.objects] == [
+        "x-stylegan://versions/lsun-cat-256"]
+    assert dag.params["pretrained"].endswith("stylegan2-cat-config-f.pkl")
+    assert dag.params["metrics"] == "fid50k,ppl2_wend" and dag.params["seeds"] == "6600-6605"
+
+
+def test_asset_runs_train_only_when_switched_on(airflow_db: Any, dagbag: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    gate = dagbag.dags["stylegan2_train"].task_dict["gate"]
+    asset_run = SimpleNamespace(run_type="asset_triggered")
+    manual_run = SimpleNamespace(run_type="manual")
+    assert gate.python_callable(dag_run=manual_run) is True
+    assert gate.python_callable(dag_run=asset_run) is False
+    monkeypatch.setenv("AIRFLOW_VAR_STYLEGAN_TRAIN_ON_NEW_DATASET", "true")
+    assert gate.python_callable(dag_run=asset_run) is True
 
 
 @pytest.mark.parametrize(("conf", "message"), [

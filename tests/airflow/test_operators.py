@@ -28,6 +28,10 @@ def context(task_id: str = "extract", map_index: int = -1) -> dict[str, object]:
                   "--resolution", "256"], id="prepare-lsun"),
     pytest.param("store snapshot", ["/w/d", "--name", "x"],
                  ["stylegan-ops", "store", "snapshot", "/w/d", "--name", "x"], id="store"),
+    pytest.param("evaluate", ["--network", "/n", ["--data", "/d", "--num-images", 8], [],
+                              None, "--out", "/o"],
+                 ["stylegan-ops", "evaluate", "--network", "/n", "--data", "/d",
+                  "--num-images", "8", "--out", "/o"], id="rendered-lists-flattened"),
 ])
 def test_built_commands(stage: str, args: list[object], argv: list[str]) -> None:
     assert build_command(stage, args) == argv

@@ -125,6 +125,11 @@ def test_checkout_is_read_only_hard_links_and_refuses_non_empty(store: Store, tr
         next(e.sha256 for e in store.manifest(v.id).entries if e.path == "a.bin")).stat().st_ino
     with pytest.raises(StageError, match="not an empty directory"):
         store.checkout("cats", out)
+    (tree / "a.bin").write_bytes(b"changed")
+    store.snapshot(tree, "cats")
+    store.checkout("cats:latest", out, replace=True)  # a retried task re-checks-out in place
+    assert (out / "a.bin").read_bytes() == b"changed"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".co")] == []
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
