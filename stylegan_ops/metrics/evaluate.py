@@ -112,9 +112,9 @@ class Evaluation:
     def reals(self, n: int, desc: str) -> Iterator[np.ndarray]:
         """``n`` reals in dataset order, cycling through a smaller dataset; NHWC batches."""
         from stylegan_ops.data import tfrecord
-        from stylegan_ops.training.dataset import top_level
+        from stylegan_ops.training.dataset import level_file
 
-        path, _ = top_level(self.cfg.data)
+        path = level_file(self.cfg.data, self.network.cfg.resolution)
         done, batch = 0, []
         with _progress(n, desc) as bar:
             while done < n:
@@ -280,12 +280,13 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
 )}
 
 
-def _dataset(data: Path) -> tuple[str, int]:
-    """The top-level file's sha256 (from dataset.json; '' when absent) and image count."""
+def _dataset(data: Path, res: int) -> tuple[str, int]:
+    """The sha256 of the level file the metrics read (from dataset.json; '' when absent)
+    and the image count."""
     from stylegan_ops.data.tfrecord import record_size
-    from stylegan_ops.training.dataset import top_level
+    from stylegan_ops.training.dataset import level_file
 
-    path, res = top_level(data)
+    path = level_file(data, res)
     meta = data / "dataset.json"
     info = json.loads(meta.read_text()) if meta.is_file() else {}
     sha = info.get("files", {}).get(path.name, {}).get("sha256", "")
@@ -304,11 +305,7 @@ def run(cfg: EvaluateConfig, detectors: dict[str, Any] | None = None) -> Evaluat
         if METRICS[name].detector:
             ev.detector(str(METRICS[name].detector))
     ev.network = load_generator(cfg.network)
-    ev.dataset_sha256, ev.dataset_size = _dataset(cfg.data)
-    first = next(ev.reals(1, ""))
-    if first.shape[1] != ev.network.cfg.resolution:
-        raise StageError(f"dataset {cfg.data} is {first.shape[1]} px but the network "
-                         f"makes {ev.network.cfg.resolution} px images")
+    ev.dataset_sha256, ev.dataset_size = _dataset(cfg.data, ev.network.cfg.resolution)
     cfg.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in cfg.metrics:
@@ -323,6 +320,7 @@ def run(cfg: EvaluateConfig, detectors: dict[str, Any] | None = None) -> Evaluat
         record = {"metric": recorded, "standard_metric": name, "results": values,
                   "num_images": cfg.num_images, "network": str(cfg.network),
                   "dataset": str(cfg.data), "dataset_sha256": ev.dataset_sha256,
+                  "resolution": ev.network.cfg.resolution,
                   "detector": label or "none", "real_stats": ev.stats_cache or None,
                   "truncation_psi": cfg.truncation_psi, "seed": cfg.seed,
                   "seconds": round(time.monotonic() - started, 2),

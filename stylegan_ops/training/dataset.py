@@ -12,6 +12,23 @@ from stylegan_ops.errors import StageError
 LEVEL_RE = re.compile(r"^(?P<name>.+)-r(?P<level>\d\d)\.tfrecords$")
 
 
+def level_file(data: Path, resolution: int) -> Path:
+    """The file of ``resolution`` px images: NVIDIA's layout stores every power of two up to
+    the top, so a 256 px dataset also serves a 32 px network (its r05 level)."""
+    top, top_res = top_level(data)
+    if resolution == top_res:
+        return top
+    if resolution > top_res:
+        raise StageError(f"dataset {data} is {top_res} px but the network makes "
+                         f"{resolution} px images")
+    m = LEVEL_RE.match(top.name)
+    assert m is not None
+    path = data / f"{m['name']}-r{resolution.bit_length() - 1:02d}.tfrecords"
+    if resolution & (resolution - 1) or not path.is_file():
+        raise StageError(f"dataset {data} has no {resolution} px level ({path.name})")
+    return path
+
+
 def top_level(data: Path) -> tuple[Path, int]:
     """The highest-resolution TFRecord file of a dataset directory and its resolution."""
     if not data.is_dir():

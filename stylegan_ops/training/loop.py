@@ -26,7 +26,7 @@ from stylegan_ops.networks.ops import state_variable
 from stylegan_ops.networks.presets import NetworkConfig, preset
 from stylegan_ops.networks.snapshot import Snapshot, assign
 from stylegan_ops.training.augment import AdaController, augment
-from stylegan_ops.training.dataset import image_dataset, top_level
+from stylegan_ops.training.dataset import image_dataset, level_file
 
 log = logging.getLogger(__name__)
 SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d{6})$")
@@ -378,11 +378,8 @@ def _grid(G: Generator, z: np.ndarray, path: Path) -> None:  # noqa: N803
 
 def run(cfg: TrainConfig) -> TrainResult:
     """Train (or resume) into ``cfg.out``; returns where the final network is."""
-    path, resolution = top_level(cfg.data)
     net = preset(cfg.config)
-    if resolution != net.resolution:
-        raise StageError(f"dataset {cfg.data} is {resolution} px but config {cfg.config!r} "
-                         f"is {net.resolution} px")
+    path = level_file(cfg.data, net.resolution)  # a larger dataset serves its lower level
     strategy = make_strategy(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "config.json").write_bytes(dump_json({"train": cfg.to_dict(),

@@ -150,3 +150,16 @@ def test_unknown_metrics_exit_2(setup: dict[str, Path], tmp_path: Path, metrics:
               "--metrics", metrics, "--out", tmp_path)
     assert res.exit_code == 2 and message in res.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_larger_dataset_serves_its_matching_level(setup: dict[str, Path], sample_lmdb: Path,
+                                                    tmp_path: Path) -> None:
+    data = tmp_path / "cats64"
+    prepare(PrepareConfig("lsun", sample_lmdb, data, 64, max_images=20))
+    res = cli("evaluate", "--network", setup["snapshot"], "--data", data, "--metrics", "swd",
+              "--num-images", 16, "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.stderr
+    rec = records(tmp_path / "out", "swd")[0]
+    meta = json.loads((data / "dataset.json").read_text())
+    assert rec["resolution"] == 32
+    assert rec["dataset_sha256"] == meta["files"]["cats64-r05.tfrecords"]["sha256"]

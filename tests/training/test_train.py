@@ -126,7 +126,7 @@ def test_augment_is_identity_at_p0_and_differentiable() -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     pytest.param(["--data", "/nonexistent"], "not a dataset directory", id="missing-data"),
-    pytest.param(["--config", "config-f"], "is 32 px but config 'config-f' is 256 px",
+    pytest.param(["--config", "config-f"], "is 32 px but the network makes 256 px images",
                  id="resolution-mismatch"),
     pytest.param(["--gpus", "3"], "batch 8 is not divisible by gpus 3", id="batch-gpus"),
     pytest.param(["--config", "config-z"], "unknown config 'config-z'", id="unknown-config"),
