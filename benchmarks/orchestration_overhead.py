@@ -63,7 +63,7 @@ def main() -> None:
     from stylegan_airflow.operators import StageOperator
 
     ti = SimpleNamespace(dag_id="bench", run_id="r", task_id="info", try_number=1,
-                         map_index=-1)
+                         map_index=-1, xcom_push=lambda key, value: None)
     local_op = StageOperator(task_id="info", stage="info", profile="cpu")
     local = median_time(lambda: local_op.execute({"ti": ti}), args.repeat)
     docker_ok = subprocess.run(["docker", "image", "inspect", args.image], capture_output=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,11 @@ class StageOperator(BaseOperator):
     def execute(self, context: Any) -> Any:
         profile = get_profile(self.profile, _profile_file())
         self._runner = RUNNERS[profile.runner](profile)
-        return self._runner.run(self.command(), context, self.log)
+        started = time.monotonic()
+        result = self._runner.run(self.command(), context, self.log)
+        # the stage's own wall time, so orchestration overhead can be told apart from it
+        context["ti"].xcom_push(key="stage_seconds", value=round(time.monotonic() - started, 3))
+        return result
 
     def on_kill(self) -> None:
         if self._runner is not None:
