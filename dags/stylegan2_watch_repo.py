@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Param, task
-from stylegan_airflow.sensors import GitCommitSensor, remember
+from stylegan_airflow.sensors import GitCommitSensor, plan_commit, remember
 
 ALLOWED = ["stylegan2_prepare", "stylegan2_train"]
 # How long one scheduled run looks for news before it skips (the next run looks again).
@@ -60,26 +60,16 @@ with DAG(
 
     @task
     def plan_runs(found: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
-        """A trigger per commit whose settings file names an allowed DAG."""
-        import yaml
-
+        """A trigger per commit whose settings file names an allowed DAG (the webhook
+        applies the same rule)."""
         runs = []
         for commit in found["commits"]:
-            sha, text = commit["sha"], commit["settings"]
-            if text is None:
-                print(f"{sha}: no {params['settings_path']}; nothing to run")
+            run, reason = plan_commit(commit["sha"], commit["settings"], params["allowed_dags"])
+            if run is None:
+                print(f"{commit['sha']}: {reason}; nothing to run")
                 continue
-            try:
-                settings = yaml.safe_load(text) or {}
-                dag_id, conf = settings["dag"], dict(settings.get("conf") or {})
-            except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
-                print(f"{sha}: unreadable settings ({exc}); nothing to run")
-                continue
-            if dag_id not in params["allowed_dags"]:
-                print(f"{sha}: DAG {dag_id!r} is not in allowed_dags; nothing to run")
-                continue
-            runs.append({"trigger_dag_id": dag_id, "trigger_run_id": f"commit__{sha}",
-                         "conf": {**conf, "git_commit": sha}})
+            runs.append({"trigger_dag_id": run["dag_id"], "trigger_run_id": run["run_id"],
+                         "conf": run["conf"]})
         return runs
 
     @task(trigger_rule="none_failed_min_one_success")

@@ -374,6 +374,34 @@ def import_pkl(pkl: Path, out: Path) -> None:
     emit(_Emit(stage_mod.import_pickle(pkl, out)))
 
 
+@main.command()
+@click.argument("dag_id")
+@click.option("--format", "fmt", type=click.Choice(["svg", "dot"]), default="svg",
+              show_default=True, help="Graphviz source or an SVG rendered by `dot`.")
+@click.option("--dags", "dag_folder", type=PathArg, default=None,
+              help="DAG folder (default: Airflow's configured dags_folder).")
+@click.option("--out", type=PathArg, default=None, help="File to write (default: stdout).")
+@stage
+def graph(dag_id: str, fmt: str, dag_folder: Path | None, out: Path | None) -> None:
+    """Draw a DAG with its tasks coloured by function (data, pretrained, own model,
+    versioning, repo trigger) and a legend. Needs the Airflow extra (the plugin package)."""
+    import importlib
+
+    from stylegan_ops.fsutil import write_atomic
+
+    try:  # the library never imports Airflow; the plugin package does the DAG loading
+        render = importlib.import_module("stylegan_airflow.graph").render
+    except ImportError as exc:
+        raise StageError(f"graph needs Airflow and the stylegan_airflow plugin: {exc}") from exc
+    with contextlib.redirect_stdout(sys.stderr):  # Airflow logs while loading DAGs
+        text = render(dag_id, fmt, str(dag_folder) if dag_folder else None)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomic(out, text.encode())
+        emit(_Emit({"dag_id": dag_id, "format": fmt, "out": str(out)}))
+
+
 # --- the version store ---------------------------------------------------------------
 
 def _store(ctx: click.Context, create: bool = False) -> Any:

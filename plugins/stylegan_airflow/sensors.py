@@ -186,3 +186,21 @@ class GitCommitSensor(BaseSensorOperator):
 def remember(backend: str, repo: str, branch: str, sha: str) -> None:
     """Record ``sha`` as fired for; called once its runs exist."""
     Variable.set(state_key(backend, repo, branch), json.dumps({"last": sha}))
+
+
+def plan_commit(sha: str, text: str | None, allowed: Sequence[str]
+                ) -> tuple[dict[str, Any] | None, str]:
+    """The watcher's rule for one commit: (run or None, reason)."""
+    import yaml
+
+    if text is None:
+        return None, "no settings file at this commit"
+    try:
+        settings = yaml.safe_load(text) or {}
+        dag_id, conf = settings["dag"], dict(settings.get("conf") or {})
+    except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        return None, f"unreadable settings ({type(exc).__name__})"
+    if dag_id not in allowed:
+        return None, f"DAG {dag_id!r} is not in allowed_dags"
+    return {"dag_id": dag_id, "run_id": f"commit__{sha}",
+            "conf": {**conf, "git_commit": sha}}, "planned"

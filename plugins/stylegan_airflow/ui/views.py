@@ -1,0 +1,179 @@
+"""What each page shows, as plain data: the HTML templates and the JSON API share it."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from stylegan_airflow.ui.catalog import (
+    Catalog,
+    Image,
+    VersionView,
+    is_stand_in,
+    ref_of_input,
+)
+from stylegan_airflow.ui.plots import Point, line_chart
+from stylegan_ops.store.model import Lineage
+
+EVALUATION_PREFIX = "stylegan2-evaluation-"
+GENERATED_PREFIX = "stylegan2-generated-"
+MAX_FILES = 500  # file rows on a version page; the rest is counted, not listed
+MAX_COMPARE_IMAGES = 48
+KIND_ORDER = {"dataset": 0, "network": 1, "evaluation": 2, "generated": 3}  # pipeline order
+
+
+def run_url(airflow_base: str, lineage: Lineage) -> str | None:
+    """The Airflow UI page of the run that produced a version (Airflow 3 UI routes)."""
+    if not lineage.dag_id or not lineage.run_id:
+        return None
+    url = f"{airflow_base}/dags/{quote(lineage.dag_id, safe='')}/runs/" \
+          f"{quote(lineage.run_id, safe='')}"
+    if lineage.task_id:
+        url += f"/tasks/{quote(lineage.task_id, safe='')}"
+    return url
+
+
+def series_name(name: str) -> str:
+    """``stylegan2-evaluation-ours`` → ``ours``; other names stay as they are."""
+    for prefix in (EVALUATION_PREFIX, GENERATED_PREFIX):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def version_row(view: VersionView, airflow_base: str) -> dict[str, Any]:
+    """One line of a versions table (also the JSON API's version summary)."""
+    lineage = view.version.lineage
+    number = view.version.number
+    return {**view.to_dict(), "run_url": run_url(airflow_base, lineage),
+            "inputs": [{"ref": text, "link": ref_of_input(text)} for text in lineage.inputs],
+            "preview": preview(view.images()),
+            "previous": f"{view.version.name}:v{number - 1}" if number > 1 else None}
+
+
+def preview(images: list[Image]) -> Image | None:
+    """The picture that says most about a version: the latest fakes grid, else the first."""
+    fakes = [i for i in images if i.kind == "fakes"]
+    return max(fakes, key=lambda i: i.order) if fakes else (images[0] if images else None)
+
+
+def overview(catalog: Catalog, airflow_base: str, limit: int | None = 20) -> list[dict[str, Any]]:
+    """Every name with its versions, newest first (``limit`` per name on the front page)."""
+    out = []
+    for name in catalog.names():
+        views = catalog.versions(name)
+        rows = [version_row(v, airflow_base) for v in views[:limit]]
+        for row, view in zip(rows, views, strict=False):
+            if view.kind == "evaluation":
+                row["results"] = catalog.results(view)
+        out.append({"name": name, "count": len(views), "kind": views[0].kind, "versions": rows})
+    return sorted(out, key=lambda n: (KIND_ORDER.get(n["kind"], 9), n["name"]))
+
+
+def metrics_overview(catalog: Catalog) -> dict[str, Any]:
+    """Each metric across the versions of every evaluation output, as rows and charts."""
+    rows: list[dict[str, Any]] = []
+    keys: list[str] = []
+    series: dict[str, dict[str, list[Point]]] = {}
+    for view in catalog.of_kind("evaluation"):
+        results = catalog.results(view)
+        records = catalog.metric_records(view)
+        label = series_name(view.version.name)
+        rows.append({"series": label, "name": view.version.name, "ref": view.ref,
+                     "pinned": view.pinned, "number": view.version.number,
+                     "created": view.version.created, "results": results,
+                     "network": view.version.meta.get("network"),
+                     "num_images": sorted({r.get("num_images") for r in records
+                                           if r.get("num_images") is not None}),
+                     "detectors": sorted({_detector(r) for r in records})})
+        for key, value in results.items():
+            if key not in keys:
+                keys.append(key)
+            series.setdefault(key, {}).setdefault(label, []).append(
+                Point(view.version.number, value, f"{view.ref}: {value:.4g}"))
+    keys.sort(key=lambda k: (is_stand_in(k), k))
+    rows.sort(key=lambda r: (r["series"] != "pretrained", r["series"], r["number"]))
+    charts = [{"metric": k, "stand_in": is_stand_in(k),
+               "svg": line_chart(k, series[k], is_stand_in(k))} for k in keys]
+    return {"keys": keys, "rows": rows, "charts": charts,
+            "stand_in": any(is_stand_in(k) for k in keys)}
+
+
+def _detector(record: dict[str, Any]) -> str:
+    det = record.get("detector")
+    if isinstance(det, dict):
+        flag = "" if det.get("standard") else " (stand-in)"
+        return f"{det.get('name', '?')}{flag}"
+    return str(det or "none")
+
+
+def pick(catalog: Catalog, ref: str | None, choices: list[VersionView]) -> VersionView | None:
+    """The version a selector names, else the newest of ``choices``."""
+    if ref:
+        return catalog.resolve(ref)
+    return max(choices, key=lambda v: v.version.created, default=None)
+
+
+def images_context(catalog: Catalog, run: str | None, generated: str | None,
+                   dataset: str | None) -> dict[str, Any]:
+    """Reals, fakes over training progress, and generated seeds of the chosen versions."""
+    networks = [v for v in catalog.of_kind("network")
+                if any(i.kind == "fakes" for i in v.images())]
+    gens = catalog.of_kind("generated")
+    datasets = [v for v in catalog.of_kind("dataset") if "reals.png" in v.entries]
+    run_v, gen_v, data_v = (pick(catalog, run, networks), pick(catalog, generated, gens),
+                            pick(catalog, dataset, datasets))
+    return {
+        "networks": networks, "generated_versions": gens, "datasets": datasets,
+        "run": run_v, "run_images": run_v.images() if run_v else [],
+        "generated": gen_v, "seeds": [i for i in gen_v.images() if i.kind == "seed"]
+        if gen_v else [], "generation": catalog.generation(gen_v) if gen_v else {},
+        "dataset": data_v,
+        "reals": [i for i in data_v.images() if i.kind == "reals"] if data_v else [],
+    }
+
+
+def _diff_dict(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": k, "a": a.get(k), "b": b.get(k), "differs": a.get(k) != b.get(k)}
+            for k in sorted(set(a) | set(b))]
+
+
+def compare(catalog: Catalog, a: VersionView, b: VersionView,
+            airflow_base: str) -> dict[str, Any]:
+    """Two versions side by side: summary, lineage and params diff, metrics, images, files."""
+    la, lb = a.version.lineage.to_dict(), b.version.lineage.to_dict()
+    params_a, params_b = la.pop("params"), lb.pop("params")
+    ra, rb = catalog.results(a), catalog.results(b)
+    metrics = [{"key": k, "a": ra.get(k), "b": rb.get(k),
+                "delta": rb[k] - ra[k] if k in ra and k in rb else None,
+                "stand_in": is_stand_in(k)} for k in sorted(set(ra) | set(rb))]
+    ia = {i.path: i for i in a.images()}
+    ib = {i.path: i for i in b.images()}
+    paths = sorted(set(ia) | set(ib), key=lambda p: _image_rank(ia.get(p) or ib[p]))
+    images = [{"path": p, "a": ia.get(p), "b": ib.get(p)} for p in paths][:MAX_COMPARE_IMAGES]
+    ea, eb = a.entries, b.entries
+    files = {"added": sorted(set(eb) - set(ea)), "removed": sorted(set(ea) - set(eb)),
+             "changed": sorted(p for p in set(ea) & set(eb) if ea[p].sha256 != eb[p].sha256),
+             "same": sum(1 for p in set(ea) & set(eb) if ea[p].sha256 == eb[p].sha256)}
+    return {"a": version_row(a, airflow_base), "b": version_row(b, airflow_base),
+            "lineage": _diff_dict(la, lb), "params": _diff_dict(params_a, params_b),
+            "meta": _diff_dict(a.version.meta, b.version.meta), "metrics": metrics,
+            "images": images, "files": files,
+            "generation": [catalog.generation(v) if v.kind == "generated" else None
+                           for v in (a, b)]}
+
+
+def _image_rank(image: Image) -> tuple[int, int, str]:
+    rank = {"reals": 0, "fakes": 1, "seed": 2, "image": 3}
+    return rank[image.kind], image.order, image.path
+
+
+def version_context(catalog: Catalog, view: VersionView, airflow_base: str) -> dict[str, Any]:
+    """Everything on a version's own page."""
+    entries = sorted(view.entries.values())
+    return {"view": view, "row": version_row(view, airflow_base),
+            "lineage": view.version.lineage, "images": view.images(),
+            "results": catalog.results(view), "records": catalog.metric_records(view),
+            "generation": catalog.generation(view) if view.kind == "generated" else None,
+            "files": entries[:MAX_FILES], "more_files": max(0, len(entries) - MAX_FILES),
+            "choices": [v.ref for v in catalog.all_versions() if v.ref != view.ref]}
