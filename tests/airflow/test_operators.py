@@ -15,7 +15,8 @@ from stylegan_airflow.runners import DockerRunner, _bytes, container_name
 
 def context(task_id: str = "extract", map_index: int = -1) -> dict[str, object]:
     ti = SimpleNamespace(dag_id="stylegan2_prepare", run_id="manual__2026-01-01T00:00:00+00:00",
-                         task_id=task_id, try_number=2, map_index=map_index)
+                         task_id=task_id, try_number=2, map_index=map_index,
+                         xcom_push=lambda key, value: None)
     return {"ti": ti}
 
 
