@@ -68,14 +68,18 @@ def summary() -> None:
     store = Store(Path(os.environ["STYLEGAN_STORE"]))
     runs = {dag: latest_run(dag) for dag in DAGS}
     run_ids = {r["run_id"] for r in runs.values() if r}
-    print("\nVersions created by these runs:")
+    print("\nVersions (latest of each name; identical content keeps its earlier number):")
     produced = {}
     for name in store.names():
-        for v in store.versions(name):
-            if v.lineage.run_id in run_ids:
-                produced[name] = v
-                inputs = ", ".join(v.lineage.inputs) or "-"
-                print(f"  {v.ref:40} {v.id[:12]}  {v.file_count:4} files  inputs: {inputs}")
+        versions = store.versions(name)
+        if not versions:
+            continue
+        v = versions[-1]
+        produced[name] = v
+        made = "this run" if v.lineage.run_id in run_ids else f"run {v.lineage.run_id}"
+        inputs = ", ".join(i.split("@")[0] for i in v.lineage.inputs) or "-"
+        print(f"  {v.ref:38} {v.id[:12]}  {v.file_count:4} files  inputs: {inputs:40} "
+              f"({made})")
     for name in ("stylegan2-evaluation-pretrained", "stylegan2-evaluation-ours"):
         if name in produced:
             print(f"Metrics ({name}): {produced[name].meta.get('metrics')}")
