@@ -76,6 +76,34 @@ def version_of(task_id: str) -> str:
 
 TRY = "{{ ti.try_number }}"  # outputs per try: a retry never meets a half-written one
 
+
+def judge_and_sample(branch: str, network: str, network_commit: str,
+                     profiles: dict[str, str]) -> tuple[list[Any], list[Any]]:
+    """evaluate → commit and generate → commit for one branch's network; returns the
+    (first, last) tasks of both chains."""
+    outputs = {}
+    for kind, stage, name in (("evaluate", "evaluate", "evaluation"),
+                              ("generate", "generate", "generated")):
+        run = StageOperator(
+            task_id=f"{kind}_{branch}", stage=stage, profile=profiles[kind],
+            arguments=["--network", network, plan_value(kind),
+                       "--out", f"{plan_value('root')}/{name}-{branch}-{TRY}"])
+        if kind == "evaluate":  # the evaluation also needs the dataset in its lineage
+            inputs, meta = [network_commit, "resolve_dataset"], {
+                "metrics": output(run.task_id, "results"), "network": version_of(network_commit)}
+        else:
+            inputs, meta = [network_commit], {
+                "network": version_of(network_commit),
+                "truncation_psi": "{{ params.truncation_psi }}", "seeds": plan_value("seeds")}
+        commit = DatasetVersionOperator(
+            task_id=f"commit_{branch}_{name}", name=f"stylegan2-{name}-{branch}",
+            source=output(run.task_id, "out"), inputs=inputs, tags="{{ params.tags }}",
+            meta=meta)
+        run >> commit
+        outputs[kind] = (run, commit)
+    return ([outputs["evaluate"][0], outputs["generate"][0]],
+            [outputs["evaluate"][1], outputs["generate"][1]])
+
 with DAG(
     dag_id="stylegan2_train",
     description="Evaluate NVIDIA's cat network and train our own; version every output",
@@ -197,26 +225,8 @@ with DAG(
         task_id="commit_pretrained_network", name="stylegan2-pretrained-network",
         source=output("import_pretrained", "out"), inputs=["resolve_dataset"],
         tags="{{ params.tags }}", meta={"source": "{{ params.pretrained }}"})
-    eval_pre = StageOperator(
-        task_id="evaluate_pretrained", stage="evaluate", profile=profiles["evaluate"],
-        arguments=["--network", output("import_pretrained", "out"), plan_value("evaluate"),
-                   "--out", f"{plan_value('root')}/evaluation-pretrained-{TRY}"])
-    commit_pre_eval = DatasetVersionOperator(
-        task_id="commit_pretrained_evaluation", name="stylegan2-evaluation-pretrained",
-        source=output("evaluate_pretrained", "out"),
-        inputs=["commit_pretrained_network", "resolve_dataset"], tags="{{ params.tags }}",
-        meta={"metrics": output("evaluate_pretrained", "results"),
-              "network": version_of("commit_pretrained_network")})
-    gen_pre = StageOperator(
-        task_id="generate_pretrained", stage="generate", profile=profiles["generate"],
-        arguments=["--network", output("import_pretrained", "out"), plan_value("generate"),
-                   "--out", f"{plan_value('root')}/generated-pretrained-{TRY}"])
-    commit_pre_gen = DatasetVersionOperator(
-        task_id="commit_pretrained_generated", name="stylegan2-generated-pretrained",
-        source=output("generate_pretrained", "out"), inputs=["commit_pretrained_network"],
-        tags="{{ params.tags }}",
-        meta={"network": version_of("commit_pretrained_network"),
-              "truncation_psi": "{{ params.truncation_psi }}", "seeds": plan_value("seeds")})
+    pre_outputs = judge_and_sample("pretrained", output("import_pretrained", "out"),
+                                   "commit_pretrained_network", profiles)
 
     # --- our own network ----------------------------------------------------------------
     train = StageOperator(task_id="train", stage="train", arguments=args["train"],
@@ -226,33 +236,11 @@ with DAG(
         task_id="commit_trained_network", name="stylegan2-trained-network",
         source=output("train", "out"), inputs=["resolve_dataset"], tags="{{ params.tags }}",
         meta={"kimg": output("train", "kimg"), "config": "{{ params.config }}"})
-    eval_ours = StageOperator(
-        task_id="evaluate_ours", stage="evaluate", profile=profiles["evaluate"],
-        arguments=["--network", output("train", "final"), plan_value("evaluate"),
-                   "--out", f"{plan_value('root')}/evaluation-ours-{TRY}"])
-    commit_eval = DatasetVersionOperator(
-        task_id="commit_ours_evaluation", name="stylegan2-evaluation-ours",
-        source=output("evaluate_ours", "out"),
-        inputs=["commit_trained_network", "resolve_dataset"], tags="{{ params.tags }}",
-        meta={"metrics": output("evaluate_ours", "results"),
-              "network": version_of("commit_trained_network")})
-    gen_ours = StageOperator(
-        task_id="generate_ours", stage="generate", profile=profiles["generate"],
-        arguments=["--network", output("train", "final"), plan_value("generate"),
-                   "--out", f"{plan_value('root')}/generated-ours-{TRY}"])
-    commit_gen = DatasetVersionOperator(
-        task_id="commit_ours_generated", name="stylegan2-generated-ours",
-        source=output("generate_ours", "out"), inputs=["commit_trained_network"],
-        tags="{{ params.tags }}",
-        meta={"network": version_of("commit_trained_network"),
-              "truncation_psi": "{{ params.truncation_psi }}", "seeds": plan_value("seeds")})
+    our_outputs = judge_and_sample("ours", output("train", "final"),
+                                   "commit_trained_network", profiles)
 
     gate() >> args >> checked_out
     checked_out >> choose_pretrained(args) >> [fetch, import_pre]
-    fetch >> import_pre >> commit_pre_net >> [eval_pre, gen_pre]
-    eval_pre >> commit_pre_eval
-    gen_pre >> commit_pre_gen
-    checked_out >> train >> commit_net >> [eval_ours, gen_ours]
-    eval_ours >> commit_eval
-    gen_ours >> commit_gen
-    [commit_pre_eval, commit_pre_gen, commit_eval, commit_gen] >> summary()
+    fetch >> import_pre >> commit_pre_net >> pre_outputs[0]
+    checked_out >> train >> commit_net >> our_outputs[0]
+    pre_outputs[1] + our_outputs[1] >> summary()

@@ -114,3 +114,15 @@ class FakeGithub:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def make_origin(base: Path) -> tuple[Path, Path]:
+    """A bare 'remote' repository with branch main and a working clone that pushes to it."""
+    bare, work = base / "origin.git", base / "work"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True,
+                   capture_output=True)
+    git(work, "config", "user.email", "ci@example.com")
+    git(work, "config", "user.name", "CI")
+    git(work, "checkout", "-q", "-b", "main")
+    return bare, work

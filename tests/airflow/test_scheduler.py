@@ -133,16 +133,10 @@ def test_a_commit_changing_only_seeds_regenerates_those_seeds(stack: AirflowStac
     """The repo watcher, on git, triggers stylegan2_train per commit under the scheduler."""
     import yaml
 
-    from tests.fakegithub import git
+    from tests.fakegithub import git, make_origin
 
     store = stack.env["STYLEGAN_STORE"]
-    bare, work = tmp_path / "origin.git", tmp_path / "work"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True,
-                   capture_output=True)
-    git(work, "config", "user.email", "ci@example.com")
-    git(work, "config", "user.name", "CI")
-    git(work, "checkout", "-q", "-b", "main")
+    bare, work = make_origin(tmp_path)
     conf = {"dataset_ref": cats32, "pretrained": None, "config": "small",
             "total_kimg": 0.05, "batch": 8, "metrics": "swd", "metric_images": 8,
             "profiles": {"download": "cpu", "train": "cpu", "evaluate": "cpu",

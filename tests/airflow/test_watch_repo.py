@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.fakegithub import FakeGithub, git
+from tests.fakegithub import FakeGithub, git, make_origin
 
 pytestmark = pytest.mark.airflow
 
@@ -19,14 +18,7 @@ pytestmark = pytest.mark.airflow
 @pytest.fixture
 def origin(tmp_path: Path) -> tuple[Path, Path]:
     """A bare 'remote' repository and a working clone that pushes to it."""
-    bare, work = tmp_path / "origin.git", tmp_path / "work"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True,
-                   capture_output=True)
-    git(work, "config", "user.email", "ci@example.com")
-    git(work, "config", "user.name", "CI")
-    git(work, "checkout", "-q", "-b", "main")
-    return bare, work
+    return make_origin(tmp_path)
 
 
 def push(work: Path, conf: dict[str, Any] | None, dag: str = "stylegan2_prepare") -> str:
