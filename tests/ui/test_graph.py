@@ -97,13 +97,14 @@ def test_labels_are_quoted_for_dot() -> None:
     assert "say" in renders(dot)
 
 
-def test_the_train_dag_when_present_has_both_branches() -> None:
-    if not (DAGS / "stylegan2_train.py").is_file():
-        pytest.skip("dags/stylegan2_train.py not written yet")
+def test_the_train_dag_has_both_branches() -> None:
     from stylegan_airflow.graph import render
 
-    fns = {fn for _, fn in nodes(render("stylegan2_train", "dot", str(DAGS))).values()}
+    found = nodes(render("stylegan2_train", "dot", str(DAGS)))
+    fns = {fn for _, fn in found.values()}
     assert {"pretrained", "own", "versioning", "data"} <= fns
+    assert found["train"][1] == "own" and found["fetch_pretrained"][1] == "pretrained"
+    assert all(colour for colour, _ in found.values())
 
 
 def test_serialized_dags_classify_like_parsed_ones() -> None:
