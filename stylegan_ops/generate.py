@@ -43,16 +43,19 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 def load_generator(path: Path) -> Any:
     """The sampling generator (Gs) of a snapshot directory or an NVIDIA .pkl."""
-    from stylegan_ops.networks.generator import Generator
-    from stylegan_ops.networks.snapshot import Snapshot, assign
-
     if path.suffix == ".pkl" or path.is_file():
         from stylegan_ops.legacy import load_pickle
 
-        imported = load_pickle(path)
+        imported = load_pickle(path)  # checked in full before TensorFlow is even imported
+        from stylegan_ops.networks.generator import Generator
+        from stylegan_ops.networks.snapshot import assign
+
         G = Generator(imported.config)  # noqa: N806
         assign(G.params, imported.Gs, f"{path} (Gs)")
         return G
+    from stylegan_ops.networks.generator import Generator
+    from stylegan_ops.networks.snapshot import Snapshot, assign
+
     snap = Snapshot.load(path)
     G = Generator(snap.config)  # noqa: N806
     assign(G.params, snap.Gs, f"{path} (Gs)")
@@ -179,22 +182,24 @@ def style_mix(network: Path, row_seeds: tuple[int, ...], col_seeds: tuple[int, .
 
 def import_pickle(pkl: Path, out: Path) -> dict[str, Any]:
     """Convert an NVIDIA .pkl into our snapshot directory (npz by NVIDIA names)."""
-    snap = _build_snapshot(pkl)
-    snap.save(out, meta={"imported_from": str(pkl)})
-    return {"out": str(out), "resolution": snap.config.resolution,
-            "config": snap.config.to_dict()}
-
-
-def _build_snapshot(pkl: Path) -> Any:
     from stylegan_ops.legacy import load_pickle
+
+    imported = load_pickle(pkl)  # checked in full before TensorFlow is even imported
+    snap = _build_snapshot(imported)
+    snap.save(out, meta={"imported_from": str(pkl), "import": imported.record})
+    return {"out": str(out), "resolution": snap.config.resolution,
+            "config": snap.config.to_dict(), "import": imported.record}
+
+
+def _build_snapshot(imported: Any) -> Any:
     from stylegan_ops.networks.discriminator import Discriminator
     from stylegan_ops.networks.generator import Generator
     from stylegan_ops.networks.snapshot import Snapshot, assign
 
-    imported = load_pickle(pkl)
-    # check every name and shape against our networks before writing anything
+    pkl = imported.source
+    # our own networks must take every array as it is before anything is written
     assign(Generator(imported.config).params, imported.G, f"{pkl} (G)")
     assign(Generator(imported.config).params, imported.Gs, f"{pkl} (Gs)")
     assign(Discriminator(imported.config).params, imported.D, f"{pkl} (D)")
     return Snapshot(imported.config, imported.G, imported.D, imported.Gs,
-                    {"kimg": 0.0, "imported_from": str(pkl)}, {})
+                    {"kimg": 0.0, "imported_from": pkl}, {})
