@@ -31,13 +31,19 @@ else
   step "NOTICE: pretrained branch skipped: no $CACHE/networks/stylegan2-cat-config-f.pkl" \
        "and $NVIDIA_CAT is unreachable"
 fi
+# FID runs when the Inception file is in the weight cache and passes its sha256 check
+# against weights.json; otherwise the notice says which (missing, or damaged) and the fix.
 metrics=swd
-if "$BIN/python" -c "from stylegan_ops.metrics.weights import locate; locate('inception')" \
-    > /dev/null 2>&1; then
+if why=$("$BIN/python" -c "
+from stylegan_ops.errors import StageError
+from stylegan_ops.metrics.weights import locate
+try:
+    locate('inception')
+except StageError as exc:
+    raise SystemExit(str(exc))" 2>&1); then
   metrics=swd,fid50k
 else
-  step "NOTICE: FID skipped: the Inception weights are not in $CACHE/weights" \
-       "(stylegan-ops fetch-weights inception)"
+  step "NOTICE: FID skipped: $why"
 fi
 
 step "stylegan2_prepare: 1000 sample cats → 256 px TFRecords → version lsun-cat-256"

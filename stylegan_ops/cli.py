@@ -336,21 +336,31 @@ def evaluate(network: Path, data: Path, metrics: str, out: Path, num_images: int
 @main.command("fetch-weights")
 @click.argument("names", nargs=-1)
 @click.option("--from", "source", type=PathArg, default=None,
-              help="Install this local file (the .pb, .tgz or .pkl) instead of downloading.")
+              help="Install this local file (the .pb, .tgz or .pkl) instead of downloading "
+                   "(default: download).")
 @click.option("--sha256", default=None,
-              help="Expected sha256 where this release pins none (default: the pinned one).")
+              help="Expected sha256 of a file you vouch for (default: the release pin, else "
+                   "the digest recorded when the official file was first fetched).")
 @click.option("--accept-unpinned", is_flag=True,
-              help="Install without a pin; metrics will label it a stand-in.")
-@click.option("--url", default=None, help="A mirror of the official file (default: upstream).")
+              help="Install a file that matches no pin or recorded digest as a stand-in "
+                   "(default: refuse it).")
+@click.option("--url", default=None,
+              help="Download from here (default: the official URL, or its "
+                   "$STYLEGAN_WEIGHTS_MIRROR form); any other URL is trusted like --from.")
 @stage
 def fetch_weights(names: tuple[str, ...], source: Path | None, sha256: str | None,
                   accept_unpinned: bool, url: str | None) -> None:
     """Install detector weights (inception, vgg16, lpips or all) into the cache.
 
+    A file from the official URL is trusted on first use: its sha256 is recorded in
+    weights.json and every later fetch and use must match it. $STYLEGAN_WEIGHTS_MIRROR
+    (a base URL) replaces the scheme and host of the official URLs.
+
     \b
     Examples:
+      stylegan-ops fetch-weights all
       stylegan-ops fetch-weights inception --sha256 <hex from a source you trust>
-      stylegan-ops fetch-weights vgg16 --from ~/Downloads/vgg16.pkl --sha256 <hex>"""
+      stylegan-ops fetch-weights vgg16 --from ~/Downloads/vgg16.pkl"""
     from stylegan_ops.metrics import weights as stage_mod
 
     wanted = list(stage_mod.WEIGHTS) if names in ((), ("all",)) else list(names)
@@ -358,8 +368,14 @@ def fetch_weights(names: tuple[str, ...], source: Path | None, sha256: str | Non
         stage_mod.weight_file(name)
     if len(wanted) > 1 and (source or sha256 or url):
         raise StageError("--from, --sha256 and --url apply to one file; name just one")
-    results = [stage_mod.fetch(n, source, sha256, accept_unpinned, url).to_dict()
-               for n in wanted]
+    results = []
+    for name in wanted:
+        got = stage_mod.fetch(name, source, sha256, accept_unpinned, url)
+        how = (f"trusted on first use, recorded in {stage_mod.records_path()}"
+               if got.first_use else got.trust)
+        click.echo(f"stylegan-ops: {name}: {Path(got.path).name} sha256 {got.sha256} ({how})",
+                   err=True)
+        results.append(got.to_dict())
     emit(_Emit({"installed": results}))
 
 

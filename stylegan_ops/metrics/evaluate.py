@@ -2,7 +2,7 @@
 line to ``<out>/metric-<name>.jsonl``.
 
 Every record names the detector that produced it (file and sha256). A score computed with a
-non-standard detector (a test's stand-in, an unpinned file) is written as
+non-standard detector (a test's stand-in, a file no pin or record vouches for) is written as
 ``<name>@stand-in``, never under the standard name alone. Real-image statistics are cached
 in ``$STYLEGAN_CACHE/stats`` per dataset content, detector and options.
 """

@@ -1,26 +1,38 @@
 """Detector weight files: where they live, how they are fetched and how far they are trusted.
 
 Nothing is fetched implicitly. ``stylegan-ops fetch-weights NAME`` downloads the official
-file (or installs one obtained elsewhere with ``--from``) into ``$STYLEGAN_CACHE/weights``
-and checks its sha256 against a pin. A pin comes from this release's table or, where the
-table has none, from the user (``--sha256``, read off a source they trust). A file
-installed with ``--accept-unpinned`` is recorded as a *stand-in*: metrics computed with it
-are never written under the standard metric name.
+file (or installs one obtained elsewhere with ``--from`` or ``--url``) into
+``$STYLEGAN_CACHE/weights`` and records its sha256 in ``weights.json`` there; every use
+rehashes the file against that record. A file is standard when
+
+- ``release``: it matches this release's pin (checked instead of anything below);
+- ``user``: it matches the ``--sha256`` the user read off a source they trust;
+- ``official``: it came from the official URL (or its ``$STYLEGAN_WEIGHTS_MIRROR`` form):
+  trusted on first use, as NVIDIA's tools and the common FID packages trust that URL. Its
+  digest is recorded, and a later official download that differs is refused;
+- ``recorded``: it came from elsewhere but matches a digest recorded earlier as standard.
+
+Any other file is installed only with ``--accept-unpinned``, as a *stand-in*: metrics
+computed with it are never written under the standard metric name.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import shutil
 import tarfile
 import tempfile
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from stylegan_ops.errors import StageError
 from stylegan_ops.fsutil import dump_json, read_json, write_atomic
+
+MIRROR_ENV = "STYLEGAN_WEIGHTS_MIRROR"  # base URL replacing scheme and host of official URLs
 
 
 @dataclass(frozen=True)
@@ -36,11 +48,12 @@ class WeightFile:
 
 
 # No pins ship yet: the upstream hosts publish no digests and this project had no network
-# access to compute them from the official files. Add them here once verified.
+# access to compute them from the official files, so the official URL is trusted on first
+# use. Add pins here once verified; a pin then replaces trust on first use.
 WEIGHTS: dict[str, WeightFile] = {
     "inception": WeightFile(
         "inception", "classify_image_graph_def.pb",
-        "http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz",
+        "https://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz",
         None, member="classify_image_graph_def.pb",
         about="Inception 2015-12-05 GraphDef (FID, KID, IS)"),
     "vgg16": WeightFile(
@@ -53,7 +66,7 @@ WEIGHTS: dict[str, WeightFile] = {
         None, about="NVIDIA's LPIPS-VGG16 (perceptual path length)"),
 }
 
-TRUSTED = ("release", "user")  # how a standard file was pinned; anything else is a stand-in
+TRUSTED = ("release", "user", "official", "recorded")  # standard; anything else: stand-in
 
 
 def cache_dir() -> Path:
@@ -68,6 +81,19 @@ def weight_file(name: str) -> WeightFile:
     return WEIGHTS[name]
 
 
+def official_url(wf: WeightFile) -> str:
+    """``wf.url``, or the same path under ``$STYLEGAN_WEIGHTS_MIRROR`` when that is set."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if not mirror:
+        return wf.url
+    parsed = urllib.parse.urlparse(mirror)
+    if (parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query
+            or parsed.fragment):
+        raise StageError(f"{MIRROR_ENV} must be an http(s) base URL such as "
+                         f"https://mirror.example.org/prefix, got {mirror!r}")
+    return mirror.rstrip("/") + urllib.parse.urlparse(wf.url).path
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -76,12 +102,14 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _records_path() -> Path:
+def records_path() -> Path:
+    """``weights.json``: per name, the installed file's digest, trust and source, and the
+    digest the official URL delivered first (``official``)."""
     return cache_dir() / "weights" / "weights.json"
 
 
 def _records() -> dict[str, Any]:
-    path = _records_path()
+    path = records_path()
     return dict(read_json(path)) if path.is_file() else {}
 
 
@@ -92,7 +120,7 @@ class Located:
     name: str
     path: Path
     sha256: str
-    trust: str  # release | user | unpinned
+    trust: str  # one of TRUSTED, or stand-in (unpinned in older records)
 
     @property
     def standard(self) -> bool:
@@ -114,9 +142,11 @@ def locate(name: str) -> Located:
     digest = sha256_of(path)
     expected = wf.sha256 or record.get("sha256")
     if expected and digest != expected:
-        raise StageError(f"{path}: sha256 {digest} does not match the expected {expected}; "
-                         f"reinstall it with: stylegan-ops fetch-weights {name}")
-    trust = "release" if wf.sha256 else str(record.get("trust", "unpinned"))
+        raise StageError(f"{path}: sha256 {digest} does not match the expected {expected} "
+                         f"({'pinned' if wf.sha256 else 'recorded in ' + str(records_path())})"
+                         f"; reinstall it with: stylegan-ops fetch-weights {name}")
+    # A file nobody recorded (copied in by hand) is a stand-in until fetch-weights vets it.
+    trust = "release" if wf.sha256 else str(record.get("trust", "stand-in"))
     return Located(name, path, digest, trust)
 
 
@@ -127,6 +157,7 @@ class FetchResult:
     sha256: str
     trust: str
     source: str
+    first_use: bool  # the official URL's digest was recorded now, to be checked from now on
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,48 +179,100 @@ def _take_member(archive: Path, member: str, dest: Path) -> None:
     raise StageError(f"{archive} holds no {member}")
 
 
+def _check_hex(wf: WeightFile, sha256: str | None) -> str | None:
+    if sha256 is None:
+        return None
+    sha256 = sha256.lower()
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise StageError(f"sha256 must be 64 hex digits, got {sha256!r}")
+    if wf.sha256 and sha256 != wf.sha256:
+        raise StageError(f"--sha256 {sha256} contradicts the pinned {wf.sha256} of "
+                         f"{wf.filename}")
+    return sha256
+
+
 def fetch(name: str, source: Path | None = None, sha256: str | None = None,
           accept_unpinned: bool = False, url: str | None = None) -> FetchResult:
-    """Install ``name``'s file into the cache: download (or copy ``source``), check, rename."""
+    """Install ``name``'s file into the cache: download (or copy ``source``), judge, rename.
+
+    A ``url`` counts as official only when it is the official URL or its mirror form; any
+    other is trusted like a ``source`` file."""
     wf = weight_file(name)
-    if sha256 is not None:
-        sha256 = sha256.lower()
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise StageError(f"sha256 must be 64 hex digits, got {sha256!r}")
-        if wf.sha256 and sha256 != wf.sha256:
-            raise StageError(f"--sha256 {sha256} contradicts the pinned {wf.sha256} of "
-                             f"{wf.filename}")
-    pin = wf.sha256 or sha256
-    if pin is None and not accept_unpinned:
-        raise StageError(f"no pinned sha256 for {wf.filename} is known to this release; "
-                         "pass --sha256 HEX from a source you trust, or --accept-unpinned "
-                         "to install it as a stand-in")
+    sha256 = _check_hex(wf, sha256)
+    if source is not None and url is not None:
+        raise StageError("give --from or --url, not both")
     if source is not None and not source.is_file():
         raise StageError(f"no such file: {source}")
+    official = official_url(wf)
+    where = str(source) if source is not None else (url or official)
+    is_official = source is None and where in (wf.url, official)
+    record = _records().get(name, {})
     dest_dir = cache_dir() / "weights"
     dest_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".fetch-") as tmp_name:
-        tmp = Path(tmp_name)
-        src = source if source is not None else _download(url or wf.url, dest_dir)
-        staged = tmp / wf.filename
+        staged = Path(tmp_name) / wf.filename
+        _stage(wf, source, where, is_official, staged, dest_dir)
+        digest = sha256_of(staged)
+        trust = _judge(wf, record, digest, sha256, where, is_official, accept_unpinned)
+        staged.replace(dest_dir / wf.filename)
+    seen = record.get("official")
+    first_use = trust == "official" and not seen
+    if is_official and (not seen or seen.get("sha256") != digest):
+        # first use, or a pin (release or --sha256) the official file now matches
+        seen = {"sha256": digest, "url": where,
+                "recorded": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    entry: dict[str, Any] = {"sha256": digest, "trust": trust, "source": where}
+    if seen:
+        entry["official"] = seen
+    records = _records()
+    records[name] = entry
+    write_atomic(records_path(), dump_json(records))
+    return FetchResult(name, str(dest_dir / wf.filename), digest, trust, where, first_use)
+
+
+def _stage(wf: WeightFile, source: Path | None, url: str, is_official: bool, staged: Path,
+           dest_dir: Path) -> None:
+    """Put the candidate file at ``staged``: copied, downloaded, or taken out of a tarball."""
+    src = source if source is not None else _download(url, dest_dir)
+    try:
         if wf.member and tarfile.is_tarfile(src):
             _take_member(src, wf.member, staged)
+        elif wf.member and is_official:
+            raise StageError(f"{url} delivered no tar archive holding {wf.member}; "
+                             "nothing installed")
         else:
             shutil.copyfile(src, staged)
-        digest = sha256_of(staged)
-        if pin and digest != pin:
-            raise StageError(f"{src}: sha256 {digest} does not match the expected {pin}; "
-                             "nothing installed")
-        staged.replace(dest_dir / wf.filename)
-    if source is None:
-        src.unlink(missing_ok=True)  # the archive is kept only until its member is out
-    trust = "release" if wf.sha256 else ("user" if sha256 else "unpinned")
-    records = _records()
-    records[name] = {"sha256": digest, "trust": trust,
-                     "source": str(source) if source else (url or wf.url)}
-    write_atomic(_records_path(), dump_json(records))
-    return FetchResult(name, str(dest_dir / wf.filename), digest, trust,
-                       records[name]["source"])
+    finally:
+        if source is None:  # a download is kept only until judged, so a refusal refetches
+            src.unlink(missing_ok=True)
+
+
+def _judge(wf: WeightFile, record: dict[str, Any], digest: str, sha256: str | None,
+           where: str, is_official: bool, accept_unpinned: bool) -> str:
+    """How far the staged file is trusted; a StageError where it must not be installed."""
+    expected = wf.sha256 or sha256
+    if expected:  # a pin replaces every other rule
+        if digest != expected:
+            raise StageError(f"{where}: sha256 {digest} does not match the expected "
+                             f"{expected}; nothing installed")
+        return "release" if wf.sha256 else "user"
+    first = record.get("official", {}).get("sha256")
+    if is_official:
+        if first and digest != first:
+            raise StageError(f"{where} now delivers a {wf.filename} with sha256 {digest}, "
+                             f"not the {first} recorded on first use in {records_path()}; "
+                             "refused, the cached file and record are unchanged (to accept "
+                             f"the new file, verify it and pass --sha256 {digest})")
+        return "official"
+    known = {first} | ({record.get("sha256")} if record.get("trust") in TRUSTED else set())
+    if digest in known:
+        return "recorded"
+    if accept_unpinned:
+        return "stand-in"
+    raise StageError(f"{where}: sha256 {digest} of {wf.filename} matches no pinned or "
+                     "recorded digest; pass --sha256 HEX from a source you trust, fetch it "
+                     "from the official URL, or pass --accept-unpinned to install it as a "
+                     "stand-in")
 
 
 def _download(url: str, dest_dir: Path) -> Path:

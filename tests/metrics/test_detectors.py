@@ -1,11 +1,9 @@
-"""Detector loaders on files built like the real ones; weight cache and fetch-weights."""
+"""Detector loaders on files built like the real ones (the weight cache and
+fetch-weights are tested in test_weights.py)."""
 
 from __future__ import annotations
 
-import io
-import json
 import re
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +11,9 @@ import pytest
 
 from stylegan_ops.errors import StageError
 from stylegan_ops.metrics import detectors
-from stylegan_ops.metrics.weights import locate, sha256_of
-from tests.conftest import cli
-from tests.httpserver import LoopbackServer, Plan
 from tests.netfiles import TINY_WIDTHS, inception_graph, vgg_pickle
 
 IMAGES = np.random.RandomState(0).randint(0, 256, (5, 40, 40, 3)).astype(np.uint8)
-
-
-@pytest.fixture()
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("STYLEGAN_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 def test_inception_batches_match_the_original_single_image_graph(tmp_path: Path) -> None:
@@ -98,59 +87,3 @@ def test_lpips_is_a_distance(tmp_path: Path) -> None:
     assert d.shape == (3,) and (d[:2] > 0).all() and abs(d[2]) < 1e-6
     np.testing.assert_allclose(lpips.distance(b, a), d, rtol=1e-5)
     assert (lpips.distance(a, a + 1.0) < lpips.distance(a, 255 - a)).all()
-
-
-def test_fetch_weights_downloads_the_archive_member_and_checks_the_pin(
-        tmp_path: Path, cache: Path) -> None:
-    pb = inception_graph(tmp_path / "classify_image_graph_def.pb")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(pb, arcname="./classify_image_graph_def.pb")
-    digest = sha256_of(pb)
-    with LoopbackServer(Plan(files={"/m/inception-2015-12-05.tgz": buf.getvalue()})) as srv:
-        url = f"{srv.url}/m/inception-2015-12-05.tgz"
-        bad = cli("fetch-weights", "inception", "--url", url, "--sha256", "0" * 64)
-        assert bad.exit_code == 2
-        assert f"sha256 {digest} does not match the expected {'0' * 64}" in bad.stderr
-        assert not (cache / "weights" / "classify_image_graph_def.pb").exists()
-        res = cli("fetch-weights", "inception", "--url", url, "--sha256", digest)
-    assert res.exit_code == 0, res.stderr
-    installed = json.loads(res.stdout.splitlines()[-1])["installed"][0]
-    assert installed["trust"] == "user" and installed["sha256"] == digest
-    found = locate("inception")
-    assert found.standard and found.sha256 == digest
-    assert not list((cache / "weights" / ".downloads").iterdir())  # archive removed
-    # damage after install is caught on use
-    with (cache / "weights" / "classify_image_graph_def.pb").open("ab") as f:
-        f.write(b"x")
-    with pytest.raises(StageError, match="does not match the expected"):
-        locate("inception")
-
-
-def test_fetch_weights_refuses_an_unpinned_file_unless_told(tmp_path: Path, cache: Path) -> None:
-    pkl = vgg_pickle(tmp_path / "mine.pkl", "vgg16")
-    res = cli("fetch-weights", "vgg16", "--from", pkl)
-    assert res.exit_code == 2 and "no pinned sha256 for vgg16.pkl" in res.stderr
-    res = cli("fetch-weights", "vgg16", "--from", pkl, "--accept-unpinned")
-    assert res.exit_code == 0, res.stderr
-    assert not locate("vgg16").standard
-    assert (cache / "weights" / "vgg16.pkl").read_bytes() == pkl.read_bytes()
-
-
-@pytest.mark.parametrize(("args", "message"), [
-    pytest.param(("nope",), "unknown detector weights 'nope'", id="unknown"),
-    pytest.param(("lpips", "--from", "/no/such.pkl", "--accept-unpinned"),
-                 "no such file: /no/such.pkl", id="missing-source"),
-    pytest.param(("lpips", "--sha256", "xyz"), "sha256 must be 64 hex digits, got 'xyz'",
-                 id="bad-hex"),
-    pytest.param(("all", "--sha256", "a" * 64), "apply to one file", id="one-file"),
-])
-def test_fetch_weights_usage_errors(cache: Path, args: tuple[str, ...], message: str) -> None:
-    res = cli("fetch-weights", *args)
-    assert res.exit_code == 2 and message in res.stderr
-
-
-def test_missing_weights_name_the_file_and_the_command(cache: Path) -> None:
-    with pytest.raises(StageError, match=r"vgg16_zhang_perceptual.pkl is missing from .*; "
-                                         "get it with: stylegan-ops fetch-weights lpips"):
-        locate("lpips")

@@ -15,12 +15,14 @@ from stylegan_ops.data.prepare import run as prepare
 from stylegan_ops.generate import load_generator
 from stylegan_ops.metrics import detectors
 from stylegan_ops.metrics import evaluate as ev_mod
-from stylegan_ops.metrics.weights import sha256_of
+from stylegan_ops.metrics.weights import MIRROR_ENV, sha256_of
 from stylegan_ops.networks.generator import Generator
 from stylegan_ops.networks.presets import preset
 from stylegan_ops.networks.snapshot import Snapshot
 from tests.conftest import cli
+from tests.httpserver import LoopbackServer, Plan
 from tests.metrics.test_stats import reference_fid
+from tests.metrics.test_weights import TGZ_PATH, inception_tgz
 from tests.netfiles import inception_graph, make_pickle, nvidia_network_class, vgg_pickle
 
 DETECTOR_METRICS = "fid50k,fid50k_full,kid50k_full,pr50k3_full,is50k,ppl2_wend"
@@ -113,6 +115,23 @@ def test_real_statistics_are_cached_per_dataset_and_detector(
               "--metrics", "fid50k", "--num-images", 20, "--out", out)
     assert res.exit_code == 0, res.stderr
     assert records(out, "fid50k")[-1]["real_stats"] == "computed"  # other options
+
+
+def test_an_officially_fetched_inception_gives_standard_fid(
+        setup: dict[str, Path], cache: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    digest = sha256_of(setup["inception"])
+    with LoopbackServer(Plan(files={TGZ_PATH: inception_tgz(setup["inception"])})) as srv:
+        monkeypatch.setenv(MIRROR_ENV, srv.url)  # the loopback server poses as the host
+        res = cli("fetch-weights", "inception")
+    assert res.exit_code == 0, res.stderr
+    res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
+              "--metrics", "fid50k", "--num-images", 24, "--out", tmp_path)
+    assert res.exit_code == 0, res.stderr
+    (rec,) = records(tmp_path, "fid50k")  # the standard name: no @stand-in
+    assert rec["metric"] == "fid50k" and set(rec["results"]) == {"fid50k"}  # type: ignore[arg-type]
+    assert rec["detector"] == {"name": "inception", "file": "classify_image_graph_def.pb",
+                               "sha256": digest, "standard": True}
 
 
 @pytest.mark.parametrize("network", ["snapshot", "pkl"])
