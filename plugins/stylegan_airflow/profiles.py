@@ -13,6 +13,13 @@ import yaml
 DEFAULT_FILE = Path(__file__).with_name("profiles.yaml")
 ENV_VAR = "STYLEGAN_PROFILES"
 VARIABLE = "stylegan_profiles_path"
+# When the docker runner fetches the image from its registry. The default never reaches
+# one: images/build.sh builds the stage images on the host and no registry holds them.
+PULL_POLICIES = {
+    "never": "use the image on the Docker host; a missing one fails at once",
+    "missing": "pull it when the host lacks it",
+    "always": "pull it before every run",
+}
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,7 @@ class Profile:
     mem_limit: str | None = None  # e.g. "8g"; None: no limit
     shm_size: str | None = None  # e.g. "1g"; None: Docker's 64m default
     gpus: int | str = 0  # 0: none, N: that many, "all": every GPU
+    pull: str = "never"  # a key of PULL_POLICIES: whether the docker runner may pull the image
     pool: str = "default_pool"
     queue: str = "default"
     environment: dict[str, str] = field(default_factory=dict, hash=False)
@@ -42,6 +50,9 @@ class Profile:
                              f"known: {', '.join(sorted(RUNNERS))}")
         if self.runner == "docker" and not self.image:
             raise ValueError(f"profile {self.name!r}: the docker runner needs an image")
+        if self.pull not in PULL_POLICIES:
+            raise ValueError(f"profile {self.name!r}: pull must be one of "
+                             f"{', '.join(PULL_POLICIES)}, got {self.pull!r}")
         if not (self.gpus == "all" or (isinstance(self.gpus, int) and self.gpus >= 0)):
             raise ValueError(f"profile {self.name!r}: gpus must be a count or 'all', "
                              f"got {self.gpus!r}")

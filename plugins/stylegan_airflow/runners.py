@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from airflow.sdk.exceptions import AirflowException
 
+from stylegan_airflow import docker_errors
 from stylegan_airflow.commands import last_json
 
 STORE_ENV = "STYLEGAN_STORE"
@@ -96,7 +97,9 @@ class DockerRunner:
     """The stage image on the profile's Docker host, via the provider's DockerOperator.
 
     The workspace and the store are bind-mounted at the same paths inside the container,
-    so argument paths mean the same thing on both sides.
+    so argument paths mean the same thing on both sides. The image is looked up on the host
+    first and pulled only as the profile's ``pull`` allows (the provider's operator would
+    pull any image it cannot find, from whatever registry its name implies).
     """
 
     def __init__(self, profile: Any) -> None:
@@ -140,25 +143,44 @@ class DockerRunner:
             do_xcom_push=True,
         )
 
+    def ensure_image(self, cli: Any, log: logging.Logger) -> None:
+        """The profile's image on its Docker host, pulled only if ``pull`` says so."""
+        from docker.errors import ImageNotFound
+
+        p = self.profile
+        if p.pull != "always":
+            try:
+                log.info("image %s is %s on %s", p.image, cli.inspect_image(p.image)["Id"],
+                         p.docker_url)
+                return
+            except ImageNotFound as exc:
+                if p.pull == "never":
+                    raise AirflowException(docker_errors.missing_image(p)) from exc
+        log.info("pulling %s (pull: %s)", p.image, p.pull)
+        for event in cli.pull(p.image, stream=True, decode=True):
+            if "error" in event:  # a failed pull can still answer 200 and stream its error
+                raise AirflowException(docker_errors.pull_failed(p, str(event["error"])))
+            if "status" in event and "id" not in event:  # skip per-layer progress
+                log.info("%s", event["status"])
+
     def run(self, argv: Sequence[str], context: Any, log: logging.Logger) -> Any:
         from docker.errors import APIError, DockerException
 
+        p = self.profile
         self.operator = self.build_operator(argv, context)
-        log.info("running %s in %s on %s", " ".join(argv), self.profile.image,
-                 self.profile.docker_url)
+        log.info("running %s in %s on %s", " ".join(argv), p.image, p.docker_url)
         try:
+            cli = self.operator.cli
+        except (AirflowException, DockerException) as exc:  # the hook found no host
+            raise AirflowException(f"profile {p.name!r}: cannot reach the Docker host "
+                                   f"{p.docker_url}: {exc}") from exc
+        try:
+            self.ensure_image(cli, log)
             lines = self.operator.execute(context)
         except APIError as exc:
-            text = str(exc)
-            if self.profile.wants_gpu and ("device driver" in text or "gpu" in text.lower()):
-                raise AirflowException(
-                    f"profile {self.profile.name!r} asks for GPUs but the Docker host "
-                    f"{self.profile.docker_url} has no GPU runtime (install the NVIDIA "
-                    f"Container Toolkit there, or use a CPU profile): {text}") from exc
-            raise AirflowException(f"Docker refused the stage container: {text}") from exc
+            raise AirflowException(docker_errors.explain(exc, p)) from exc
         except DockerException as exc:
-            raise AirflowException(f"cannot use Docker host {self.profile.docker_url}: "
-                                   f"{exc}") from exc
+            raise AirflowException(f"cannot use Docker host {p.docker_url}: {exc}") from exc
         except Exception as exc:
             if type(exc).__name__ == "DockerContainerFailedException":
                 logs = getattr(exc, "logs", None) or []

@@ -1,10 +1,15 @@
-"""The docker runner against a real Docker engine and the CPU stage image."""
+"""The docker runner against a real Docker engine and the CPU stage image (the image and
+GPU error tests need no stage image)."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
+import tarfile
 import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -81,6 +86,94 @@ def test_gpu_profile_on_a_host_without_gpus_fails_clearly(profiles: Path) -> Non
                          map_index=-1, xcom_push=lambda *a, **k: None)
     with pytest.raises(AirflowException, match="has no GPU runtime"):
         op.execute({"ti": ti})
+
+
+@pytest.fixture
+def engine() -> None:
+    need(docker_ok(), "no running Docker engine (docker info failed)")
+
+
+@pytest.fixture
+def empty_image(engine: None) -> Iterator[str]:
+    """An image with no files at all, made locally: enough for the engine to get as far as
+    starting a container, with nothing from a registry."""
+    name = "stylegan-test/empty:1"
+    tar = io.BytesIO()
+    tarfile.open(fileobj=tar, mode="w").close()
+    subprocess.run(["docker", "import", "-", name], input=tar.getvalue(), check=True,
+                   capture_output=True)
+    yield name
+    subprocess.run(["docker", "rmi", name], check=False, capture_output=True)
+
+
+def run_stage(profiles_yaml: str, profile: str, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run `inspect /tmp` under ``profile``; returns the exception it failed with."""
+    from airflow.sdk.exceptions import AirflowException
+    from stylegan_airflow.operators import StageOperator
+
+    (tmp_path / "profiles.yaml").write_text(textwrap.dedent(profiles_yaml))
+    monkeypatch.setenv("STYLEGAN_PROFILES", str(tmp_path / "profiles.yaml"))
+    op = StageOperator(task_id="image_check", stage="inspect", arguments=["/tmp"],
+                       profile=profile)
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="image_check", try_number=1,
+                         map_index=-1, xcom_push=lambda *a, **k: None)
+    with pytest.raises(AirflowException) as info:
+        op.execute({"ti": ti})
+    return info.value
+
+
+@pytest.mark.parametrize(("image", "advice"), [
+    pytest.param("stylegan-ops:gpu-missing-test", "set `pull: missing` in the profile",
+                 id="any-image"),
+    pytest.param("stylegan-airflow/stage-gpu:missing-test",
+                 "build it there with `TAG=missing-test images/build.sh stage-gpu`",
+                 id="built-by-images-build-sh"),
+])
+def test_missing_image_fails_at_once_without_a_pull(engine: None, image: str, advice: str,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import docker
+
+    pulls: list[object] = []
+    monkeypatch.setattr(docker.APIClient, "pull", lambda self, *a, **k: pulls.append(a))
+    start = time.monotonic()
+    error = run_stage(f"gpu: {{runner: docker, image: '{image}', gpus: all}}\n", "gpu",
+                      tmp_path, monkeypatch)
+    assert time.monotonic() - start < 5
+    message = str(error)
+    assert (f"profile 'gpu': image {image} is not on the Docker host "
+            "unix://var/run/docker.sock") in message
+    assert advice in message and "GPU runtime" not in message
+    assert pulls == []
+
+
+def test_pull_missing_reports_the_registry_answer(engine: None, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # a registry on a port nothing listens on: a real pull, answered at once, offline
+    image = "localhost:1/stylegan-ops:gpu-missing-test"
+    start = time.monotonic()
+    error = run_stage(f"gpu: {{runner: docker, image: '{image}', gpus: all, pull: missing}}\n",
+                      "gpu", tmp_path, monkeypatch)
+    assert time.monotonic() - start < 30
+    assert f"(pull: missing): cannot pull image {image} onto the Docker host" in str(error)
+    assert "connection refused" in str(error) and "GPU" not in str(error)
+
+
+def test_gpu_request_on_an_engine_without_gpu_runtime(empty_image: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    info = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"],
+                          capture_output=True, text=True, check=True).stdout
+    if "nvidia" in info or shutil.which("nvidia-container-runtime-hook"):
+        pytest.skip("this Docker engine has a GPU runtime")
+    error = run_stage(f"gpu: {{runner: docker, image: '{empty_image}', gpus: all}}\n", "gpu",
+                      tmp_path, monkeypatch)
+    assert ("profile 'gpu' asks for GPUs but the Docker host unix://var/run/docker.sock has "
+            "no GPU runtime") in str(error)
+    assert 'could not select device driver "" with capabilities: [[gpu]]' in str(error)
+    leftover = subprocess.run(["docker", "ps", "-a", "-q", "--filter", "name=d-r-image_check"],
+                              capture_output=True, text=True, check=True).stdout
+    assert leftover.strip() == ""
 
 
 def test_failing_stage_in_a_container_fails_with_its_message(profiles: Path) -> None:
