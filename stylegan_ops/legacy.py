@@ -22,6 +22,7 @@ import numpy as np
 from stylegan_ops import safepickle
 from stylegan_ops.errors import StageError
 from stylegan_ops.networks.presets import NetworkConfig
+from stylegan_ops.networks.snapshot import check_shapes
 
 # NVIDIA's defaults (G_main → G_mapping / G_synthesis_stylegan2, D_stylegan2) for the
 # settings we map, and the NetworkConfig field each becomes
@@ -273,21 +274,6 @@ def nvidia_shapes(cfg: NetworkConfig) -> dict[str, dict[str, tuple[int, ...]]]:
               "4x4/Dense0/weight": (nf(1) * 16, nf(0)), "4x4/Dense0/bias": (nf(0),),
               "Output/weight": (nf(0), 1), "Output/bias": (1,)})
     return {"G": g, "D": d}
-
-
-def check_shapes(arrays: dict[str, np.ndarray], want: dict[str, tuple[int, ...]],
-                 what: str) -> None:
-    """Names and shapes exactly as ``cfg`` implies, so what gets built is what the file holds."""
-    missing = sorted(set(want) - set(arrays))
-    extra = sorted(set(arrays) - set(want))
-    if missing or extra:
-        raise StageError(f"{what}: weights do not match the network (missing: "
-                         f"{missing[:3]}{'…' if len(missing) > 3 else ''}, unexpected: "
-                         f"{extra[:3]}{'…' if len(extra) > 3 else ''})")
-    for name, shape in want.items():
-        if tuple(arrays[name].shape) != shape:
-            raise StageError(f"{what}: {name} has shape {tuple(arrays[name].shape)}, the "
-                             f"settings imply {shape}")
 
 
 @dataclass

@@ -41,20 +41,26 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise StageError(f"cannot read weights {path}: {exc}") from exc
 
 
-def assign(params: dict[str, Any], arrays: dict[str, np.ndarray], what: str) -> None:
-    """Copy arrays into variables by name, checking that names and shapes match exactly."""
-    missing = sorted(set(params) - set(arrays))
-    extra = sorted(set(arrays) - set(params))
+def check_shapes(arrays: dict[str, np.ndarray], want: dict[str, tuple[int, ...]],
+                 what: str) -> None:
+    """Names and shapes of ``arrays`` exactly ``want``'s, else a StageError naming them."""
+    missing = sorted(set(want) - set(arrays))
+    extra = sorted(set(arrays) - set(want))
     if missing or extra:
         raise StageError(f"{what}: weights do not match the network (missing: "
                          f"{missing[:3]}{'…' if len(missing) > 3 else ''}, unexpected: "
                          f"{extra[:3]}{'…' if len(extra) > 3 else ''})")
+    for name, shape in want.items():
+        if tuple(arrays[name].shape) != tuple(shape):
+            raise StageError(f"{what}: {name} has shape {tuple(arrays[name].shape)}, the "
+                             f"network expects {tuple(shape)}")
+
+
+def assign(params: dict[str, Any], arrays: dict[str, np.ndarray], what: str) -> None:
+    """Copy arrays into variables by name, checking that names and shapes match exactly."""
+    check_shapes(arrays, {name: tuple(var.shape) for name, var in params.items()}, what)
     for name, var in params.items():
-        value = arrays[name]
-        if tuple(value.shape) != tuple(var.shape):
-            raise StageError(f"{what}: {name} has shape {tuple(value.shape)}, the network "
-                             f"expects {tuple(var.shape)}")
-        var.assign(value.astype(np.float32))
+        var.assign(arrays[name].astype(np.float32))
 
 
 @dataclass

@@ -131,7 +131,7 @@ def _add_var(net: dict[str, Any], name: str) -> None:
                  id="resolution-string"),
     pytest.param(lambda g, d, gs: _all(g, d, gs, fmap_max=1 << 20), "fmap_max=1048576",
                  id="huge-fmap-max"),
-    pytest.param(lambda g, d, gs: _all(g, d, gs, fmap_max=32), "the settings imply",
+    pytest.param(lambda g, d, gs: _all(g, d, gs, fmap_max=32), "the network expects",
                  id="settings-against-shapes"),
     pytest.param(lambda g, d, gs: _kwargs(gs, label_size=10), "label_size=10",
                  id="conditional"),
