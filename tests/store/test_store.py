@@ -176,7 +176,8 @@ def test_gc_removes_only_unreferenced(store: Store, tree: Path, tmp_path: Path) 
     dry = store.gc(dry_run=True)
     assert dry["removed"]["objects"] == 1 and orphan.exists()
     report = store.gc()
-    assert report["removed"] == {"objects": 1, "bytes": 6, "manifests": 0, "tmp": 1}
+    assert report["removed"] == {"objects": 1, "bytes": 6, "manifests": 0, "tmp": 1,
+                                 "leftovers": 0}
     assert not orphan.exists()
     assert store.verify() == (1, [])
 

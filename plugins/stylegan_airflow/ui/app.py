@@ -98,7 +98,7 @@ api = APIRouter(prefix="/api", dependencies=[Depends(require_user)])
 def index(request: Request, cat: Catalog = CatalogDep) -> HTMLResponse:
     """Every name in the store with its versions and lineage."""
     return page(request, "versions.html", names=views.overview(cat, bases(request)[1]),
-                store=cat.root, empty=not cat.exists())
+                store=cat.root, empty=not cat.exists(), skipped=cat.skipped())
 
 
 @pages.get("/names/{name}")
@@ -236,7 +236,8 @@ def thumbnail(request: Request, size: str, ref: str, path: str,
 @api.get("/versions")
 def api_versions(request: Request, cat: Catalog = CatalogDep) -> Any:
     """Every name and version, as JSON."""
-    return {"store": str(cat.root), "names": views.overview(cat, bases(request)[1], None)}
+    names = views.overview(cat, bases(request)[1], None)
+    return {"store": str(cat.root), "names": names, "skipped": cat.skipped()}
 
 
 @api.get("/versions/{ref}")

@@ -17,6 +17,7 @@ from typing import Any
 from stylegan_ops.errors import StageError
 from stylegan_ops.store.local import Store
 from stylegan_ops.store.model import Entry, Manifest, Ref, Version, check_name, check_path
+from stylegan_ops.store.objects import hash_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 FAKES_RE = re.compile(r"^fakes(\d{6})\.png$")
@@ -24,6 +25,8 @@ SEED_RE = re.compile(r"^seed(\d+)\.png$")
 METRIC_FILE_RE = re.compile(r"^metric-(.+)\.jsonl$")
 STAND_IN = "@stand-in"
 SMALL_FILE = 2 << 20  # metadata files larger than this are not parsed by the page
+REPAIR = ("run `stylegan-ops store verify --repair`, then re-pull or re-snapshot it "
+          "to restore it")
 
 
 class UIError(Exception):
@@ -57,10 +60,10 @@ class Image:
 
 
 class ReadOnlyStore(Store):
-    """The store's read operations, without the directory creation of ``Store()``."""
+    """The store's read operations: creates nothing, writes nothing (not even caches)."""
 
-    def __init__(self, root: Path) -> None:  # deliberately not Store.__init__: no mkdir
-        self.root = root
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, create=False, readonly=True)
 
 
 @dataclass
@@ -71,7 +74,7 @@ class VersionView:
     tags: list[str]
     manifest: Manifest
     entries: dict[str, Entry] = field(repr=False)
-    problem: str | None = None  # the manifest is missing or corrupt: shown, not hidden
+    problem: str | None = None  # manifest missing or corrupt, files altered: shown, not hidden
 
     @property
     def ref(self) -> str:
@@ -161,12 +164,27 @@ class Catalog:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._store: ReadOnlyStore | None = None
+        self._flagged: dict[str, dict[str, Any]] | None = None
 
     @property
     def store(self) -> Store:
-        if not (self.root / "objects").is_dir():
-            raise not_found(f"no version store at {self.root} (set STYLEGAN_STORE)")
-        return ReadOnlyStore(self.root)
+        """One reader per request, so the damaged records it skips are reported once."""
+        if self._store is None:
+            if not (self.root / "objects").is_dir():
+                raise not_found(f"no version store at {self.root} (set STYLEGAN_STORE)")
+            self._store = ReadOnlyStore(self.root)
+        return self._store
+
+    def skipped(self) -> dict[str, str]:
+        """Damaged records (store-relative path → why) the readers skipped so far."""
+        return dict(self._store.record_problems) if self._store is not None else {}
+
+    def flagged(self) -> dict[str, dict[str, Any]]:
+        """Objects the store has found altered (a write through a hard-linked checkout)."""
+        if self._flagged is None:
+            self._flagged = self.store.damaged_objects() if self.exists() else {}
+        return self._flagged
 
     def exists(self) -> bool:
         return (self.root / "objects").is_dir()
@@ -212,7 +230,12 @@ class Catalog:
         except StageError as exc:  # one damaged version must not hide the others
             return VersionView(version, own_tags, Manifest(()), {},
                                f"{exc}; run `stylegan-ops store verify`")
-        return VersionView(version, own_tags, manifest, {e.path: e for e in manifest.entries})
+        entries = {e.path: e for e in manifest.entries}
+        flagged = self.flagged()
+        altered = [p for p, e in entries.items() if e.sha256 in flagged] if flagged else []
+        problem = (f"{len(altered)} files altered since stored (first: {altered[0]}); "
+                   f"{REPAIR}") if altered else None
+        return VersionView(version, own_tags, manifest, entries, problem)
 
     def all_versions(self) -> Iterator[VersionView]:
         for name in self.names():
@@ -236,10 +259,25 @@ class Catalog:
         return entry
 
     def object_file(self, entry: Entry) -> Path:
-        path = self.store.object_path(entry.sha256)
-        if not path.is_file():
+        """The object holding ``entry``, never one that is not what the manifest says:
+        known altered is refused; changed since last verified is rehashed when small and
+        refused when large (this reader writes nothing, so `store verify` must vouch)."""
+        store = self.store
+        path = store.object_path(entry.sha256)
+        condition = store.object_condition(entry.sha256, entry.size)
+        if condition == "missing":
             raise not_found(f"object for {entry.path!r} is missing from the store; "
                             "run `stylegan-ops store verify`")
+        if condition == "unverified" and entry.size <= SMALL_FILE:
+            try:
+                condition = None if hash_file(path) == entry.sha256 else "damaged (hash)"
+            except OSError as exc:
+                condition = f"unreadable ({exc.strerror})"
+        if condition == "unverified":
+            raise UIError(409, f"{entry.path!r} changed since it was last verified; run "
+                               "`stylegan-ops store verify` to check it")
+        if condition is not None:
+            raise UIError(409, f"{entry.path!r} is {condition}; {REPAIR}")
         return path
 
     def json_lines(self, view: VersionView, path: str) -> list[dict[str, Any]]:
