@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ SHA256 = hashlib.sha256(BODY).hexdigest()
 
 
 @pytest.fixture
-def server() -> LoopbackServer:
+def server() -> Iterator[LoopbackServer]:
     plan = Plan(files={"/cat.zip": BODY, "/cat.zip.md5": f"{MD5}  cat.zip\n".encode(),
                        "/bare.md5": MD5.encode()}, stall_seconds=2.0)
     with LoopbackServer(plan) as srv:
@@ -132,3 +134,178 @@ def test_success_prints_json_as_last_stdout_line(server: LoopbackServer, tmp_pat
                           "--md5", MD5)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["md5"] == MD5
+
+
+# --- bounded retries, validators, locks, disks (issue 13) -----------------------------------
+
+def test_bytes_thrown_away_are_not_progress(server: LoopbackServer, tmp_path: Path) -> None:
+    """A server that drops mid-body after ignoring Range sends bytes every time, yet the
+    part never gets further: the retries run out after exactly retries + 1 attempts."""
+    server.plan.rules["/cat.zip"] = "ignore-range+drop:100000"
+    with pytest.raises(StageError, match=r"giving up .* after 3 failed attempts"):
+        run(config(server, tmp_path / "cat.zip", md5=MD5, md5_url=None, retries=2))
+    # the first attempt kept 100000 bytes (progress, the first failure of a new row); the
+    # next two received as much again but kept no more
+    assert len(server.plan.requests) == 3
+
+
+def test_resume_sends_the_recorded_etag_as_if_range(server: LoopbackServer,
+                                                    tmp_path: Path) -> None:
+    server.plan.paths["/cat.zip"] = deque(["drop:100000"])
+    run(config(server, tmp_path / "cat.zip", md5=MD5, md5_url=None))
+    etag = server.plan.validators("/cat.zip", BODY)["ETag"]
+    assert server.plan.requests == [("/cat.zip", None, None),
+                                    ("/cat.zip", "bytes=100000-", etag)]
+
+
+def test_last_modified_is_the_validator_when_the_etag_is_weak(tmp_path: Path) -> None:
+    from stylegan_ops.data.partial import Origin as _Origin
+
+    weak = _Origin("http://h/x", 'W/"abc"', "Tue, 15 Nov 1994 12:45:26 GMT", 10)
+    assert weak.if_range() == "Tue, 15 Nov 1994 12:45:26 GMT"
+    assert _Origin("http://h/x", '"abc"', None, 10).if_range() == '"abc"'
+    assert _Origin("http://h/x").if_range() is None
+
+
+@pytest.mark.parametrize(("sidecar", "checksum", "resumed"), [
+    pytest.param({"url": "SELF"}, False, True, id="recorded-origin"),
+    pytest.param({"url": "http://127.0.0.1:9/other.zip"}, True, False, id="other-url"),
+    pytest.param({"url": "SELF", "total": 10}, True, False, id="part-longer-than-file"),
+    pytest.param(None, False, False, id="unknown-origin-no-checksum"),
+    pytest.param(None, True, True, id="unknown-origin-checksum-judges"),
+    pytest.param("{broken", True, True, id="damaged-record-checksum-judges"),
+])
+def test_a_part_is_resumed_only_when_its_origin_allows(
+        server: LoopbackServer, tmp_path: Path, sidecar: dict[str, object] | str | None,
+        checksum: bool, resumed: bool) -> None:
+    out = tmp_path / "cat.zip"
+    (tmp_path / "cat.zip.part").write_bytes(BODY[:500000])
+    if isinstance(sidecar, dict):
+        record = {k: f"{server.url}/cat.zip" if v == "SELF" else v for k, v in sidecar.items()}
+        (tmp_path / "cat.zip.part.json").write_text(json.dumps(record))
+    elif sidecar is not None:
+        (tmp_path / "cat.zip.part.json").write_text(sidecar)
+    result = run(config(server, out, md5=MD5 if checksum else None, md5_url=None))
+    assert out.read_bytes() == BODY
+    assert server.plan.ranges == (["bytes=500000-"] if resumed else [None])
+    assert result.resumed_from == (500000 if resumed else 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.zip"]
+
+
+def test_killed_download_resumes_where_it_stopped(server: LoopbackServer,
+                                                 tmp_path: Path) -> None:
+    """SIGKILL mid-body: the rerun continues the part with If-Range, no byte twice."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server.plan.rules["/cat.zip"] = "pace:65536:0.05"
+    out = tmp_path / "cat.zip"
+    argv = [sys.executable, "-m", "stylegan_ops.cli", "download", f"{server.url}/cat.zip",
+            "--out", str(out), "--md5", MD5]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    part = tmp_path / "cat.zip.part"
+    until = time.monotonic() + 20
+    while not (part.exists() and part.stat().st_size >= 5 * 65536):
+        assert time.monotonic() < until and proc.poll() is None
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = part.stat().st_size
+    del server.plan.rules["/cat.zip"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == BODY
+    assert json.loads(done.stdout.splitlines()[-1])["resumed_from"] == kept
+    assert server.plan.requests[-1][1:] == (f"bytes={kept}-",
+                                           server.plan.validators("/cat.zip", BODY)["ETag"])
+
+
+def test_a_stale_lock_file_does_not_block(server: LoopbackServer, tmp_path: Path) -> None:
+    """A lock file left by a killed run holds no flock: the next run proceeds and removes
+    it."""
+    (tmp_path / "cat.zip.lock").write_text("999999\n")
+    run(config(server, tmp_path / "cat.zip", md5=MD5, md5_url=None, lock_wait=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.zip"]
+
+
+def test_waiting_for_the_lock_counts_against_the_deadline(server: LoopbackServer,
+                                                          tmp_path: Path) -> None:
+    import fcntl
+    import time
+
+    fd = os.open(tmp_path / "cat.zip.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StageError, match="another download"):
+            run(config(server, tmp_path / "cat.zip", md5=MD5, md5_url=None, deadline=0.3))
+        assert time.monotonic() - started < 2
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    pytest.param({"timeout": float("nan")}, "timeout must be a finite", id="timeout-nan"),
+    pytest.param({"backoff": float("inf")}, "backoff must be a finite", id="backoff-inf"),
+    pytest.param({"deadline": 0.0}, "deadline must be a finite number > 0", id="deadline-0"),
+    pytest.param({"lock_wait": float("nan")}, "lock-wait must be", id="lock-wait-nan"),
+    pytest.param({"max_bytes": 0}, "max-bytes must be >= 1", id="max-bytes-0"),
+    pytest.param({"url": "http://127.0.0.1:x/y"}, "not a valid URL", id="bad-port"),
+    pytest.param({"url": "http:///y"}, "with a host", id="no-host"),
+])
+def test_library_refuses_what_the_cli_would(kwargs: dict[str, object], message: str,
+                                            tmp_path: Path) -> None:
+    """Airflow tasks call the library directly: it validates on its own."""
+    kwargs = {"url": "http://127.0.0.1:9/x"} | kwargs
+    with pytest.raises(StageError, match=message):
+        DownloadConfig(out=tmp_path / "x", **kwargs)  # type: ignore[arg-type]
+
+
+def _mount(args: list[str]) -> None:
+    import subprocess
+
+    res = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    if res.returncode != 0:  # not privileged: the fault suite's RLIMIT_FSIZE case stands in
+        pytest.skip(f"cannot mount here: {res.stderr.strip()}")
+
+
+def _umount(path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", str(path)], check=False)
+
+
+def test_a_really_full_disk_is_one_line_naming_the_file(server: LoopbackServer,
+                                                        tmp_path: Path) -> None:
+    """ENOSPC from a real filesystem: a 1 MiB tmpfs; the server does not declare the
+    length, so the free-space check cannot refuse it up front."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    _mount(["-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)])
+    try:
+        server.plan.rules["/cat.zip"] = "chunked"
+        with pytest.raises(StageError, match=f"disk full writing {disk}/cat.zip.part"):
+            run(config(server, disk / "cat.zip", md5=MD5, md5_url=None))
+        assert not (disk / "cat.zip").exists() and not (disk / "cat.zip.lock").exists()
+        # declared: refused before a byte is written
+        del server.plan.rules["/cat.zip"]
+        (disk / "cat.zip.part").unlink()
+        with pytest.raises(StageError, match=f"needs {len(BODY)} more bytes"):
+            run(config(server, disk / "cat.zip", md5=MD5, md5_url=None))
+    finally:
+        _umount(disk)
+
+
+def test_an_out_on_a_read_only_mount_is_one_line(server: LoopbackServer,
+                                                 tmp_path: Path) -> None:
+    """Root ignores permission bits, not a read-only mount."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _mount(["--bind", "-o", "ro", str(ro), str(ro)])
+    try:
+        with pytest.raises(StageError, match=f"cannot write {ro}/cat.zip.lock: Read-only"):
+            run(config(server, ro / "cat.zip", md5=MD5, md5_url=None))
+    finally:
+        _umount(ro)
