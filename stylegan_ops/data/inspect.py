@@ -60,6 +60,9 @@ def run(cfg: InspectConfig) -> InspectReport:
     if len(found) > 1:
         raise StageError(f"{cfg.path} mixes datasets: {', '.join(sorted(found))}")
     name, files = next(iter(found.items()))
+    for path in files.values():
+        if not path.is_file():  # a directory, a FIFO or a dangling link under a level's name
+            raise StageError(f"level file {path} is not a regular file")
     report = InspectReport(str(cfg.path), name=name, levels=sorted(files))
     top = max(files)
     report.resolution = 2**top

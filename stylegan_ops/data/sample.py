@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from stylegan_ops.errors import StageError
 from stylegan_ops.fsutil import atomic_dir
 
+MAX_COUNT = 10_000_000  # a sample, not a dataset: LSUN cat itself has 1.66 M images
 FUR = [(230, 150, 60), (90, 90, 90), (240, 240, 235), (40, 35, 30), (200, 170, 130),
        (160, 110, 70)]
 
@@ -37,12 +38,14 @@ class SampleConfig:
     workers: int = 1  # processes used to draw and encode; output does not depend on it
 
     def __post_init__(self) -> None:
-        if self.count < 1:
-            raise StageError(f"count must be >= 1, got {self.count}")
-        if self.bad is not None and self.bad < 0:
-            raise StageError(f"bad must be >= 0, got {self.bad}")
-        if self.workers < 1:
-            raise StageError(f"workers must be >= 1, got {self.workers}")
+        if not 1 <= self.count <= MAX_COUNT:
+            raise StageError(f"count must be in 1..{MAX_COUNT}, got {self.count}")
+        if self.bad is not None and not 0 <= self.bad <= MAX_COUNT:
+            raise StageError(f"bad must be in 0..{MAX_COUNT}, got {self.bad}")
+        if self.seed < 0:  # numpy's seed sequences take non-negative integers only
+            raise StageError(f"seed must be >= 0, got {self.seed}")
+        if not 1 <= self.workers <= 256:
+            raise StageError(f"workers must be in 1..256, got {self.workers}")
 
     @property
     def bad_records(self) -> int:
@@ -140,7 +143,7 @@ def _encode_job(args: tuple[int, int]) -> bytes:
 
 def run(cfg: SampleConfig) -> SampleResult:
     """Write the sample LMDB atomically to ``cfg.out``."""
-    if cfg.out.exists():
+    if cfg.out.exists() or cfg.out.is_symlink():
         raise StageError(f"output already exists: {cfg.out}")
     jobs = [(cfg.seed, i) for i in range(cfg.count)]
     ctx = multiprocessing.get_context("fork")

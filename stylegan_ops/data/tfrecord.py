@@ -10,6 +10,8 @@ bytes are a pure function of the image.
 
 from __future__ import annotations
 
+import math
+import os
 import struct
 from collections.abc import Iterator
 from itertools import islice
@@ -21,6 +23,9 @@ import numpy as np
 from stylegan_ops.errors import StageError
 
 _MASK_DELTA = 0xA282EAD8
+# One record's payload read into memory at most. NVIDIA's largest level (1024 px) is 3 MB a
+# record; a header claiming more than this, or more than the file holds, is damage.
+MAX_RECORD_BYTES = 1 << 28
 
 
 def _mask(crc: int) -> int:
@@ -150,7 +155,7 @@ def decode_example(payload: bytes | memoryview) -> np.ndarray:
                             shape.append(v)
     if data is None or len(shape) != 3:
         raise ValueError("record is not an NVIDIA dataset Example (needs 'data' and 'shape')")
-    if int(np.prod(shape)) != len(data):
+    if math.prod(shape) != len(data):  # Python ints: a hostile shape cannot wrap around
         raise ValueError(f"shape {shape} does not match {len(data)} data bytes")
     return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
@@ -158,8 +163,18 @@ def decode_example(payload: bytes | memoryview) -> np.ndarray:
 # --- files -----------------------------------------------------------------------------
 
 def iter_records(path: Path, *, check_crc: bool = True) -> Iterator[bytes]:
-    """Yield the payload of every record in a TFRecord file."""
-    with path.open("rb") as f:
+    """Yield the payload of every record in a TFRecord file.
+
+    A record's claimed length is checked against the bytes left in the file and against
+    MAX_RECORD_BYTES before anything is allocated for it.
+    """
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise StageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        index = 0
         while True:
             header = f.read(12)
             if not header:
@@ -169,6 +184,12 @@ def iter_records(path: Path, *, check_crc: bool = True) -> Iterator[bytes]:
             (length,) = struct.unpack("<Q", header[:8])
             if check_crc and struct.unpack("<I", header[8:])[0] != masked_crc(header[:8]):
                 raise StageError(f"{path}: corrupt record header (crc mismatch)")
+            left = size - f.tell() - 4
+            if length > left or length > MAX_RECORD_BYTES:
+                raise StageError(f"{path}: record {index} claims {length} bytes; "
+                                 f"{max(left, 0)} are left in the file and at most "
+                                 f"{MAX_RECORD_BYTES} are read")
+            index += 1
             body = f.read(length + 4)
             if len(body) != length + 4:
                 raise StageError(f"{path}: truncated record")

@@ -186,10 +186,12 @@ def test_folder_of_mixed_images_with_labels(tmp_path: Path) -> None:
              "e.webp": ("RGB", (100, 90))}
     for name, (mode, size) in modes.items():
         arr = rng.integers(0, 256, size=(size[1], size[0], 4), dtype=np.uint8)
+        arr[..., 3] = 255  # opaque: an RGBA image with transparent pixels is skipped
         Image.fromarray(arr, "RGBA").convert(mode).save(folder / name)
     (folder / "f.png").write_bytes(b"broken")
+    Image.new("RGBA", (8, 8), (10, 20, 30, 0)).save(folder / "sub/t.png")
     (folder / "notes.txt").write_text("ignored")
-    labels = np.eye(6, dtype=np.float32)
+    labels = np.eye(7, dtype=np.float32)
     np.save(tmp_path / "labels.npy", labels)
     res = cli("prepare", "images", folder, "--out", tmp_path / "ds", "--resolution", 16,
               "--labels", tmp_path / "labels.npy", "--workers", 2)
@@ -197,10 +199,11 @@ def test_folder_of_mixed_images_with_labels(tmp_path: Path) -> None:
     got = read_with_tensorflow(tmp_path / "ds/ds-r04.tfrecords")
     assert len(got) == 5 and all(g.shape == (3, 16, 16) for g in got)
     stored = np.load(tmp_path / "ds/ds-rxx.labels")
-    # files in path order: a, b, e, f (broken), sub/c, sub/d
+    # files in path order: a, b, e, f (broken), sub/c, sub/d, sub/t (transparent)
     assert np.array_equal(stored, labels[[0, 1, 2, 4, 5]])
     meta = json.loads((tmp_path / "ds/dataset.json").read_text())
-    assert meta["skipped"]["records"][0]["key"] == "f.png"
+    assert [r["key"] for r in meta["skipped"]["records"]] == ["f.png", "sub/t.png"]
+    assert "transparent" in meta["skipped"]["records"][1]["reason"]
     assert cli("inspect", tmp_path / "ds").exit_code == 0
 
 
