@@ -11,15 +11,17 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task
 from stylegan_airflow.operators import DatasetVersionOperator, StageOperator
+from stylegan_airflow.params import GIT_COMMIT_PATTERN, NAME_PATTERN, TAG_ITEMS, URL_PATTERN
 from stylegan_airflow.paths import run_dir
 
 LSUN_CAT = "http://dl.yf.io/lsun/objects/cat.zip"
 
 PARAMS = {
-    "source_url": Param(LSUN_CAT, type="string", minLength=1,
-                        description="URL of cat.zip, or 'sample' for the embedded LMDB"),
-    "md5_url": Param(LSUN_CAT + ".md5", type=["string", "null"],
-                     description="URL of the published .md5 (null: no check)"),
+    "source_url": Param(LSUN_CAT, type="string",
+                        anyOf=[{"const": "sample"}, {"pattern": URL_PATTERN}],
+                        description="http(s) URL of cat.zip, or 'sample' for the embedded LMDB"),
+    "md5_url": Param(LSUN_CAT + ".md5", type=["string", "null"], pattern=URL_PATTERN,
+                     description="http(s) URL of the published .md5 (null: no check)"),
     "sample_count": Param(1000, type="integer", minimum=1, maximum=100000,
                           description="images in the generated sample LMDB"),
     "resolution": Param(256, type="integer", enum=[4, 8, 16, 32, 64, 128, 256, 512, 1024]),
@@ -27,10 +29,12 @@ PARAMS = {
                         description="first N decodable images (null: all)"),
     "shards": Param(2, type="integer", minimum=1, maximum=256,
                     description="parallel extraction tasks"),
-    "dataset_name": Param("lsun-cat-256", type="string", pattern=r"^[a-z0-9][a-z0-9._-]*$"),
-    "tags": Param([], type="array", items={"type": "string"}),
+    "dataset_name": Param("lsun-cat-256", type="string", pattern=NAME_PATTERN,
+                          description="version name: lowercase ASCII letters, digits, . _ -"),
+    "tags": Param([], type="array", items=TAG_ITEMS, uniqueItems=True,
+                  description="tags to set: ASCII letters, digits, . _ -; not latest or vN"),
     "profile": Param("cpu", type="string", description="resource profile for every stage"),
-    "git_commit": Param(None, type=["string", "null"],
+    "git_commit": Param(None, type=["string", "null"], pattern=GIT_COMMIT_PATTERN,
                         description="commit of the pipeline repo (set by the repo watcher)"),
 }
 

@@ -21,6 +21,13 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task
 from stylegan_airflow.operators import DatasetVersionOperator, StageOperator, version_asset
+from stylegan_airflow.params import (
+    GIT_COMMIT_PATTERN,
+    REF_PATTERN,
+    SHA256_PATTERN,
+    TAG_ITEMS,
+    URL_PATTERN,
+)
 from stylegan_airflow.paths import run_dir
 
 NVIDIA_CAT = "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-cat-config-f.pkl"
@@ -29,19 +36,21 @@ RETRY_DELAY = timedelta(seconds=int(os.environ.get("STYLEGAN_TRAIN_RETRY_DELAY",
 PROFILE_KEYS = ("download", "train", "evaluate", "generate")
 
 PARAMS = {
-    "dataset_ref": Param("lsun-cat-256:latest", type="string", minLength=1,
-                         description="dataset version ref (name:latest, name:v3, name:tag)"),
-    "dataset_remote": Param(None, type=["string", "null"],
+    "dataset_ref": Param("lsun-cat-256:latest", type="string", pattern=REF_PATTERN,
+                         description="dataset version ref (name, name:latest, name:v3, "
+                                     "name:tag, name@idprefix)"),
+    "dataset_remote": Param(None, type=["string", "null"], pattern=URL_PATTERN,
                             description="URL of a published store to pull the ref from "
                                         "(the public dataset); null: the local store"),
-    "pretrained": Param(NVIDIA_CAT, type=["string", "null"],
+    "pretrained": Param(NVIDIA_CAT, type=["string", "null"], minLength=1,
+                        pattern=r"^[^\s-][^\n]*$(?!\n)",
                         description="URL or local path of NVIDIA's network .pkl; null skips "
                                     "the pretrained branch"),
-    "pretrained_sha256": Param(None, type=["string", "null"], pattern="^[0-9a-f]{64}$",
+    "pretrained_sha256": Param(None, type=["string", "null"], pattern=SHA256_PATTERN,
                                description="expected sha256 of the downloaded pickle"),
     "config": Param("config-f", type="string", enum=["config-f", "config-e", "small"]),
     "total_kimg": Param(10, type="number", exclusiveMinimum=0),
-    "batch": Param(32, type="integer", minimum=1),
+    "batch": Param(32, type="integer", minimum=2),
     "ada": Param(False, type="boolean", description="adaptive discriminator augmentation"),
     "tick_kimg": Param(1, type="number", exclusiveMinimum=0),
     "snapshot_ticks": Param(4, type="integer", minimum=1),
@@ -49,14 +58,17 @@ PARAMS = {
                      pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$"),
     "metric_images": Param(None, type=["integer", "null"], minimum=2,
                            description="cap every metric's image count (quick checks)"),
+    # NaN passes a JSON schema's bounds (every comparison with it is false); the stages
+    # refuse non-finite numbers themselves (exit 2 naming the value)
     "seeds": Param("6600-6605", type="string", pattern=r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$"),
     "truncation_psi": Param(0.5, type="number"),
     "profiles": Param({"download": "cpu", "train": "gpu", "evaluate": "gpu", "generate": "gpu"},
                       type="object", required=list(PROFILE_KEYS), additionalProperties=False,
                       properties={k: {"type": "string"} for k in PROFILE_KEYS},
                       description="resource profile per kind of task"),
-    "tags": Param([], type="array", items={"type": "string"}),
-    "git_commit": Param(None, type=["string", "null"],
+    "tags": Param([], type="array", items=TAG_ITEMS, uniqueItems=True,
+                  description="tags to set: ASCII letters, digits, . _ -; not latest or vN"),
+    "git_commit": Param(None, type=["string", "null"], pattern=GIT_COMMIT_PATTERN,
                         description="commit of the pipeline repo (set by the repo watcher)"),
 }
 

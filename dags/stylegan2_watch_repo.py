@@ -23,6 +23,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Param, task
+from stylegan_airflow.params import BRANCH_PATTERN, REPO_PATTERN, SETTINGS_PATH_PATTERN
 from stylegan_airflow.sensors import GitCommitSensor, plan_commit, remember
 
 ALLOWED = ["stylegan2_prepare", "stylegan2_train"]
@@ -39,13 +40,15 @@ with DAG(
     max_active_runs=1,
     params={
         "repo": Param(os.environ.get("STYLEGAN_WATCH_REPO", ""), type="string",
+                      pattern=REPO_PATTERN,
                       description="owner/name (github) or a git URL/path (git); empty: the "
                                   "Variable stylegan_watch_repo"),
-        "branch": Param(os.environ.get("STYLEGAN_WATCH_BRANCH", "main"), type="string"),
+        "branch": Param(os.environ.get("STYLEGAN_WATCH_BRANCH", "main"), type="string",
+                        pattern=BRANCH_PATTERN),
         "backend": Param(os.environ.get("STYLEGAN_WATCH_BACKEND", "github"), type="string",
                          enum=["github", "git"]),
         "github_conn_id": Param("github_default", type="string"),
-        "settings_path": Param("stylegan2.yaml", type="string"),
+        "settings_path": Param("stylegan2.yaml", type="string", pattern=SETTINGS_PATH_PATTERN),
         "allowed_dags": Param(ALLOWED, type="array", items={"type": "string"}),
     },
     tags=["stylegan2"],

@@ -1,24 +1,108 @@
-"""``stylegan-ops``: one sub-command per stage; each prints its result as the last stdout line."""
+"""``stylegan-ops``: one sub-command per stage; each prints its result as the last stdout line.
+
+Every failure ends as one ``stylegan-ops: error:`` line on stderr: a bad argument (click's
+own parse errors included), a StageError, or an OSError from the user's paths exit 2; an
+unexpected exception is a bug and exits 1 with one ``internal error`` line, its traceback
+in a crash file (printed instead with ``--debug`` or STYLEGAN_DEBUG=1).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
-import json
 import logging
+import math
 import os
 import sys
-from collections.abc import Callable
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NoReturn
 
 import click
 
 from stylegan_ops import __version__
 from stylegan_ops.errors import StageError
+from stylegan_ops.fsutil import describe_os_error, loads_strict, output_problem, show_path, to_json
+from stylegan_ops.training import DEVICE_RE, MAX_TRAIN_SEED
 
 PathArg = click.Path(path_type=Path)
 ExistingPath = click.Path(path_type=Path, exists=True)
+DEBUG_ENV = "STYLEGAN_DEBUG"
+SEED = click.IntRange(0, 2**32 - 1)  # numpy.random.RandomState takes exactly these
+
+
+class FiniteFloat(click.ParamType):  # type: ignore[type-arg]
+    """A float that is finite (never nan, inf, -inf) and within optional bounds."""
+
+    name = "number"
+
+    def __init__(self, min: float | None = None, max: float | None = None,
+                 min_open: bool = False, max_open: bool = False) -> None:
+        self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
+
+    def _bounds(self) -> str:
+        lo = f"{'>' if self.min_open else '>='} {self.min:g}" if self.min is not None else ""
+        hi = f"{'<' if self.max_open else '<='} {self.max:g}" if self.max is not None else ""
+        return " and ".join(b for b in (lo, hi) if b)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        low = self.min is not None and (number <= self.min if self.min_open
+                                        else number < self.min)
+        high = self.max is not None and (number >= self.max if self.max_open
+                                         else number > self.max)
+        if low or high:
+            self.fail(f"{value!r} must be {self._bounds()}", param, ctx)
+        return number
+
+
+class OutPath(click.ParamType):  # type: ignore[type-arg]
+    """An output the command can create: a ``file`` or ``dir`` (see fsutil.output_problem).
+
+    Checked before the stage starts, so a bad --out costs nothing and leaves nothing."""
+
+    name = "path"
+
+    def __init__(self, kind: Literal["file", "dir"]) -> None:
+        self.kind: Literal["file", "dir"] = kind
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Path:
+        problem = output_problem(Path(value) if value != "" else value, self.kind)
+        if problem:
+            self.fail(problem, param, ctx)
+        return Path(value)
+
+
+OutFile, OutDir = OutPath("file"), OutPath("dir")
+
+
+class DeviceList(click.ParamType):  # type: ignore[type-arg]
+    """Comma-separated TF device names, e.g. ``/gpu:0,/gpu:1``: non-empty, no repeats."""
+
+    name = "devices"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        devices = tuple(d.strip() for d in str(value).split(","))
+        bad = [d for d in devices if not DEVICE_RE.match(d)]
+        if bad:
+            self.fail(f"{value!r}: {bad[0]!r} is not a TF device like /gpu:0 or /cpu:1",
+                      param, ctx)
+        if len(set(devices)) != len(devices):
+            self.fail(f"{value!r} names a device twice", param, ctx)
+        return devices
 
 
 class ShardType(click.ParamType):  # type: ignore[type-arg]
@@ -50,26 +134,111 @@ class _Emit:
 
 
 def emit(result: Any) -> None:
-    """Print the stage result as one JSON line: the task's XCom in Airflow."""
-    click.echo(json.dumps(result.to_dict(), sort_keys=True))
+    """Print the stage result as one JSON line: the task's XCom in Airflow. A NaN or an
+    Infinity in it is refused (StageError naming the field): JSON has neither."""
+    click.echo(to_json(result.to_dict(), sort_keys=True))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n")).replace("\r", " ").strip()
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"stylegan-ops: error: {_one_line(message)}", err=True)
+    sys.exit(2)
+
+
+def _command_words(ctx: click.Context | None) -> str:
+    """``store checkout`` for the context of that command (the program name left out)."""
+    words = []
+    while ctx is not None and ctx.parent is not None:
+        words.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(words))
+
+
+def _debug(ctx: click.Context | None) -> bool:
+    root = ctx.find_root() if ctx is not None else None
+    flag = bool(root.params.get("debug")) if root is not None else False
+    return flag or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _internal_error(exc: Exception, ctx: click.Context | None) -> NoReturn:
+    """A bug: one line naming it and where its traceback went, exit 1 (not 2: the user's
+    input was fine, or should have been refused as such)."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        fd, name = tempfile.mkstemp(prefix="stylegan-ops-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"stylegan-ops {__version__} {_command_words(ctx)}\n{text}")
+        where = f"traceback in {name}"
+    except OSError:
+        where = "no crash file could be written"
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+    click.echo(f"stylegan-ops: internal error: {type(exc).__name__}: "
+               f"{_one_line(str(exc))[:300]}{at} (a bug; {where}; --debug prints it)",
+               err=True)
+    sys.exit(1)
+
+
+@contextlib.contextmanager
+def _reported(ctx: click.Context | None) -> Iterator[None]:
+    """The one place an exception becomes the process's last word."""
+    try:
+        yield
+    except (click.exceptions.Exit, click.exceptions.Abort):
+        raise
+    except click.ClickException as exc:  # parse errors: bad option, value, missing argument
+        sub = getattr(exc, "ctx", None) or ctx
+        words = _command_words(sub)
+        hint = f" (see stylegan-ops {words + ' ' if words else ''}--help)"
+        _fail(f"{words + ': ' if words else ''}{exc.format_message()}{hint}")
+    except StageError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:  # stdout closed early (`| head`): click quiets it
+            raise
+        out = ctx.params.get("out") if ctx is not None else None
+        doing = f"{_command_words(ctx)} --out {show_path(out)}" if (
+            out is not None and exc.filename is None) else ""
+        _fail(describe_os_error(exc, doing))
+    except Exception as exc:
+        if _debug(ctx):
+            raise
+        _internal_error(exc, ctx)
 
 
 def stage(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn StageError into a one-line message and exit status 2."""
+    """Run a command's body so that any failure ends as one line (see _reported)."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with _reported(click.get_current_context(silent=True)):
             return fn(*args, **kwargs)
-        except StageError as exc:
-            click.echo(f"stylegan-ops: error: {exc}", err=True)
-            sys.exit(2)
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The root group: click's own usage errors, and anything a command lets through, end
+    as one ``stylegan-ops: error:`` line too, never click's multi-line Usage block."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        with _reported(None):
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _reported(ctx):
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr (default: info).")
-def main(verbose: bool) -> None:
+@click.option("--debug", is_flag=True,
+              help="Let an internal error raise with its traceback (default: one line and "
+                   "a crash file; also $STYLEGAN_DEBUG=1).")
+def main(verbose: bool, debug: bool) -> None:
     """StyleGAN2 pipeline stages.
 
     \b
@@ -88,29 +257,40 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.argument("url")
-@click.option("--out", type=PathArg, required=True, help="File to write (required).")
+@click.option("--out", type=OutFile, required=True, help="File to write (required).")
 @click.option("--md5", help="Expected md5 as hex (default: none).")
 @click.option("--md5-url", help="URL of the published .md5 file (default: none).")
 @click.option("--sha256", help="Expected sha256 as hex (default: none).")
 @click.option("--retries", type=click.IntRange(min=0), default=8, show_default=True,
-              help="Failed attempts in a row before giving up.")
-@click.option("--timeout", type=click.FloatRange(min=0.001), default=30.0, show_default=True,
+              help="Failed attempts in a row (none keeping new bytes) before giving up.")
+@click.option("--timeout", type=FiniteFloat(min=0.001), default=30.0, show_default=True,
               help="Seconds without data before a connection counts as stalled.")
-@click.option("--backoff", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+@click.option("--backoff", type=FiniteFloat(min=0.0), default=1.0, show_default=True,
               help="First retry delay in seconds; doubles per retry, at most 60.")
+@click.option("--deadline", type=FiniteFloat(min=0.0, min_open=True), default=None,
+              help="Seconds for the whole download, waits and retries included; the part "
+                   "is kept for a later resume (default: no limit).")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=None,
+              help="Refuse a file larger than this; the only cap on a body of undeclared "
+                   "length (default: none, the free disk space).")
+@click.option("--lock-wait", type=FiniteFloat(min=0.0), default=3600.0, show_default=True,
+              help="Seconds to wait for another download of the same --out (an overlapping "
+                   "retry) to finish; its file is then verified and reused.")
 @stage
 def download(url: str, out: Path, md5: str | None, md5_url: str | None, sha256: str | None,
-             retries: int, timeout: float, backoff: float) -> None:
+             retries: int, timeout: float, backoff: float, deadline: float | None,
+             max_bytes: int | None, lock_wait: float) -> None:
     """Download URL to --out, resuming FILE.part and verifying the checksum."""
     from stylegan_ops.data import download as stage_mod
 
-    emit(stage_mod.run(stage_mod.DownloadConfig(url, out, md5, md5_url, sha256, retries,
-                                                timeout, backoff)))
+    emit(stage_mod.run(stage_mod.DownloadConfig(
+        url, out, md5, md5_url, sha256, retries=retries, timeout=timeout, backoff=backoff,
+        deadline=deadline, max_bytes=max_bytes, lock_wait=lock_wait)))
 
 
 @main.command()
 @click.argument("archive", type=PathArg)
-@click.option("--out", type=PathArg, required=True, help="Directory to create (required).")
+@click.option("--out", type=OutDir, required=True, help="Directory to create (required).")
 @stage
 def unzip(archive: Path, out: Path) -> None:
     """Extract ARCHIVE into --out, streaming, refusing entries that escape it."""
@@ -126,14 +306,16 @@ def prepare() -> None:
 
 def _prepare_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--out", type=PathArg, required=True,
+        click.option("--out", type=OutDir, required=True,
                      help="Dataset directory to create; its name prefixes the files."),
         click.option("--resolution", type=int, default=256, show_default=True,
-                     help="Output size in pixels, a power of two >= 4."),
-        click.option("--max-images", type=int, default=None,
+                     help="Output size in pixels, a power of two in 4..8192."),
+        click.option("--max-images", type=click.IntRange(min=1), default=None,
                      help="Stop after this many decodable images (default: all)."),
-        click.option("--workers", type=int, default=1, show_default=True,
-                     help="Local processes; the output bytes do not depend on it."),
+        click.option("--workers", type=click.IntRange(min=1, max=256), default=1,
+                     show_default=True,
+                     help="Local processes (at most 256); the output bytes do not depend "
+                          "on it."),
         click.option("--shard", type=ShardType(), default=None,
                      help="Write only shard i of N (for `prepare merge`; default: all)."),
     ]
@@ -172,7 +354,7 @@ def prepare_images(folder: Path, out: Path, resolution: int, max_images: int | N
 
 @prepare.command("merge")
 @click.argument("shards", type=ExistingPath, nargs=-1, required=True)
-@click.option("--out", type=PathArg, required=True, help="Dataset directory to create.")
+@click.option("--out", type=OutDir, required=True, help="Dataset directory to create.")
 @stage
 def prepare_merge(shards: tuple[Path, ...], out: Path) -> None:
     """Merge the shard directories of one `prepare --shard i/N` request into a dataset."""
@@ -182,14 +364,15 @@ def prepare_merge(shards: tuple[Path, ...], out: Path) -> None:
 
 
 @main.command("make-sample-lmdb")
-@click.option("--out", type=PathArg, required=True, help="LMDB directory to create.")
-@click.option("--count", type=int, default=1000, show_default=True,
+@click.option("--out", type=OutDir, required=True, help="LMDB directory to create.")
+@click.option("--count", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Decodable images to generate.")
-@click.option("--bad", type=int, default=None,
+@click.option("--bad", type=click.IntRange(min=0), default=None,
               help="Corrupt or empty records added (default: 2%, at least 2).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--workers", type=int, default=os.cpu_count() or 1,
-              help="Processes drawing images (default: all cores).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed.")
+@click.option("--workers", type=click.IntRange(min=1, max=256),
+              default=min(os.cpu_count() or 1, 256),
+              help="Processes drawing images (default: all cores, at most 256).")
 @stage
 def make_sample_lmdb(out: Path, count: int, bad: int | None, seed: int, workers: int) -> None:
     """Generate the embedded sample: an LSUN-format LMDB of cartoon cats."""
@@ -211,7 +394,7 @@ def info() -> None:
 
 @main.command()
 @click.argument("path", type=PathArg)
-@click.option("--limit", type=int, default=None,
+@click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Check the pyramid of the first N images only (default: all).")
 @stage
 def inspect(path: Path, limit: int | None) -> None:
@@ -229,38 +412,44 @@ def inspect(path: Path, limit: int | None) -> None:
 
 @main.command()
 @click.option("--data", type=PathArg, required=True, help="NVIDIA-layout dataset directory.")
-@click.option("--out", type=PathArg, required=True, help="Run directory (created).")
+@click.option("--out", type=OutDir, required=True,
+              help="Run directory (created; an existing one is resumed with --resume auto).")
 @click.option("--config", default="config-f", show_default=True,
               help="Network preset: config-f, config-e or small.")
-@click.option("--total-kimg", type=float, default=10.0, show_default=True,
-              help="Thousands of real images to show D.")
-@click.option("--batch", type=int, default=32, show_default=True, help="Minibatch size.")
-@click.option("--gamma", type=float, default=10.0, show_default=True, help="R1 weight.")
+@click.option("--total-kimg", type=FiniteFloat(min=0, min_open=True), default=10.0,
+              show_default=True, help="Thousands of real images to show D (> 0).")
+@click.option("--batch", type=click.IntRange(min=2), default=32, show_default=True,
+              help="Minibatch size (>= 2, divisible by the devices).")
+@click.option("--gamma", type=FiniteFloat(min=0), default=10.0, show_default=True,
+              help="R1 weight (>= 0).")
 @click.option("--mirror", is_flag=True, help="x-flip the reals (default: off).")
 @click.option("--resume", default=None,
               help="Snapshot dir to continue, or 'auto' for the newest in --out (default: none).")
 @click.option("--aug", type=click.Choice(["none", "ada"]), default="none", show_default=True,
               help="Adaptive discriminator augmentation.")
-@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs to use.")
-@click.option("--devices", default=None,
+@click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
+              help="GPUs to use.")
+@click.option("--devices", type=DeviceList(), default=None,
               help="Explicit TF devices, e.g. /gpu:0,/gpu:2 or /cpu:0,/cpu:1 (default: --gpus).")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 synthesis and D with dynamic loss scaling (default: float32).")
-@click.option("--tick-kimg", type=float, default=1.0, show_default=True,
-              help="kimg between stats lines.")
-@click.option("--snapshot-ticks", type=int, default=4, show_default=True,
-              help="Ticks between snapshots.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--tick-kimg", type=FiniteFloat(min=0, min_open=True), default=1.0,
+              show_default=True, help="kimg between stats lines (> 0).")
+@click.option("--snapshot-ticks", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Ticks between snapshots (>= 1).")
+@click.option("--seed", type=click.IntRange(0, MAX_TRAIN_SEED), default=0, show_default=True,
+              help="Random seed.")
 @stage
 def train(data: Path, out: Path, config: str, total_kimg: float, batch: int, gamma: float,
-          mirror: bool, resume: str | None, aug: str, gpus: int, devices: str | None,
+          mirror: bool, resume: str | None, aug: str, gpus: int,
+          devices: tuple[str, ...] | None,
           mixed_precision: bool, tick_kimg: float, snapshot_ticks: int, seed: int) -> None:
     """Train StyleGAN2 (TF2) on a dataset; --resume auto continues after a crash."""
     from stylegan_ops.training import loop
 
     emit(loop.run(loop.TrainConfig(data, out, config, total_kimg, batch, gamma, mirror, resume,
                                    aug, gpus=gpus, tick_kimg=tick_kimg,
-                                   devices=tuple(devices.split(",")) if devices else None,
+                                   devices=devices,
                                    mixed_precision=mixed_precision,
                                    snapshot_ticks=snapshot_ticks, seed=seed)))
 
@@ -269,11 +458,11 @@ def train(data: Path, out: Path, config: str, total_kimg: float, batch: int, gam
 @click.option("--network", type=PathArg, required=True,
               help="Snapshot directory or NVIDIA .pkl (required).")
 @click.option("--seeds", required=True, help="Seeds: a-b (inclusive) or a,b,c.")
-@click.option("--truncation-psi", type=float, default=0.5, show_default=True,
-              help="Truncation ψ (1: none).")
+@click.option("--truncation-psi", type=FiniteFloat(), default=0.5, show_default=True,
+              help="Truncation ψ (1: none, 0: the mean image; any finite number).")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const",
               show_default=True, help="const: noise from the seed, as NVIDIA's script.")
-@click.option("--out", type=PathArg, required=True, help="Directory to create.")
+@click.option("--out", type=OutDir, required=True, help="Directory to create.")
 @stage
 def generate(network: Path, seeds: str, truncation_psi: float, noise_mode: str,
              out: Path) -> None:
@@ -290,8 +479,9 @@ def generate(network: Path, seeds: str, truncation_psi: float, noise_mode: str,
 @click.option("--col-seeds", required=True, help="Seeds of the columns.")
 @click.option("--col-styles", default="0-6", show_default=True,
               help="Layers whose w comes from the column.")
-@click.option("--truncation-psi", type=float, default=0.5, show_default=True, help="ψ.")
-@click.option("--out", type=PathArg, required=True, help="Directory for grid.png.")
+@click.option("--truncation-psi", type=FiniteFloat(), default=0.5, show_default=True,
+              help="ψ (any finite number).")
+@click.option("--out", type=OutDir, required=True, help="Directory for grid.png.")
 @stage
 def style_mix(network: Path, row_seeds: str, col_seeds: str, col_styles: str,
               truncation_psi: float, out: Path) -> None:
@@ -311,12 +501,13 @@ def style_mix(network: Path, row_seeds: str, col_seeds: str, col_styles: str,
 @click.option("--metrics", default="swd", show_default=True,
               help="Comma-separated: fid50k, fid50k_full, kid50k_full, pr50k3_full, is50k, "
                    "ppl2_wend, swd.")
-@click.option("--out", type=PathArg, required=True,
+@click.option("--out", type=OutDir, required=True,
               help="Directory for metric-<name>.jsonl (appended).")
 @click.option("--num-images", type=click.IntRange(min=2), default=None,
               help="Cap every image count (default: each metric's own, e.g. 50000 for fid50k).")
-@click.option("--truncation-psi", type=float, default=1.0, show_default=True, help="ψ.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fakes.")
+@click.option("--truncation-psi", type=FiniteFloat(), default=1.0, show_default=True,
+              help="ψ (any finite number).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the fakes.")
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Images per generator and detector call.")
 @stage
@@ -381,7 +572,7 @@ def fetch_weights(names: tuple[str, ...], source: Path | None, sha256: str | Non
 
 @main.command("import-pkl")
 @click.argument("pkl", type=PathArg)
-@click.option("--out", type=PathArg, required=True, help="Snapshot directory to create.")
+@click.option("--out", type=OutDir, required=True, help="Snapshot directory to create.")
 @stage
 def import_pkl(pkl: Path, out: Path) -> None:
     """Convert NVIDIA's .pkl (G, D, Gs) into a snapshot, never executing its code."""
@@ -396,7 +587,7 @@ def import_pkl(pkl: Path, out: Path) -> None:
               show_default=True, help="Graphviz source or an SVG rendered by `dot`.")
 @click.option("--dags", "dag_folder", type=PathArg, default=None,
               help="DAG folder (default: Airflow's configured dags_folder).")
-@click.option("--out", type=PathArg, default=None, help="File to write (default: stdout).")
+@click.option("--out", type=OutFile, default=None, help="File to write (default: stdout).")
 @stage
 def graph(dag_id: str, fmt: str, dag_folder: Path | None, out: Path | None) -> None:
     """Draw a DAG with its tasks coloured by function (data, pretrained, own model,
@@ -421,17 +612,44 @@ def graph(dag_id: str, fmt: str, dag_folder: Path | None, out: Path | None) -> N
 # --- the version store ---------------------------------------------------------------
 
 def _store(ctx: click.Context, create: bool = False) -> Any:
-    """The store of --store / $STYLEGAN_STORE / ./.stylegan-store; only writers create it."""
+    """The store of --store / $STYLEGAN_STORE / ./.stylegan-store; only writers create it.
+    Damaged records its readers skipped are reported on stderr when the command ends."""
     from stylegan_ops.store.local import Store, default_root
 
-    return Store(Path(ctx.obj) if ctx.obj else default_root(), create=create)
+    s = Store(Path(ctx.obj) if ctx.obj else default_root(), create=create)
+    ctx.call_on_close(functools.partial(_report_skipped, s))
+    return s
+
+
+def _checked(*, names: tuple[str | None, ...] = (), tags: tuple[str, ...] = (),
+             refs: tuple[str | None, ...] = ()) -> None:
+    """Refuse a bad name, tag or ref before a store is opened (or created)."""
+    from stylegan_ops.store.model import parse_ref, validate_name, validate_tag
+
+    for name in names:
+        if name is not None:
+            validate_name(name)
+    for tag in tags:
+        validate_tag(tag)
+    for ref in refs:
+        if ref is not None:
+            parse_ref(ref)
+
+
+def _report_skipped(s: Any) -> None:
+    """One warning line per damaged record a reader skipped (never an error line)."""
+    for rel, message in sorted(s.record_problems.items()):
+        click.echo(f"stylegan-ops: warning: skipped damaged {rel}: {message}", err=True)
+    if s.record_problems:
+        click.echo("stylegan-ops: warning: `stylegan-ops store fsck` moves damaged records to "
+                   f"{s.root}/quarantine", err=True)
 
 
 def _load_json_file(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        data = json.loads(path.read_text())
+        data = loads_strict(path.read_text())  # no NaN: nothing NaN may reach a record
     except (OSError, ValueError) as exc:
         raise StageError(f"cannot read JSON from {path}: {exc}") from exc
     if not isinstance(data, dict):
@@ -453,6 +671,7 @@ def store(ctx: click.Context, root: Path | None) -> None:
       stylegan-ops store log lsun-cat-256
       stylegan-ops store checkout lsun-cat-256:v1 /tmp/cats
       stylegan-ops store pull http://host:8000 lsun-cat-256:latest
+      stylegan-ops store verify --repair ; stylegan-ops store fsck
     """
     ctx.obj = root
 
@@ -472,6 +691,7 @@ def store_snapshot(ctx: click.Context, directory: Path, name: str, tags: tuple[s
     """Commit DIRECTORY as the next version of --name."""
     from stylegan_ops.store.model import Lineage
 
+    _checked(names=(name,), tags=tags)
     lineage = Lineage.from_dict(_load_json_file(lineage_json))
     version, created = _store(ctx, create=True).snapshot(directory, name, tags, lineage,
                                             _load_json_file(meta_json))
@@ -483,26 +703,52 @@ def store_snapshot(ctx: click.Context, directory: Path, name: str, tags: tuple[s
 @click.pass_context
 @stage
 def store_list(ctx: click.Context, name: str | None) -> None:
-    """Names in the store, or the versions of NAME."""
+    """Names in the store, or the versions of NAME (damaged records skipped, named on
+    stderr)."""
+    _checked(names=(name,))
     s = _store(ctx)
     if name is None:
-        rows = [{"name": n, "versions": len(s.versions(n)), "latest": s.versions(n)[-1].number}
-                for n in s.names()]
+        rows = []
+        for n in s.names():
+            versions = s.versions(n)
+            rows.append({"name": n, "versions": len(versions), "latest": versions[-1].number})
         for r in rows:
             click.echo(f"{r['name']}\t{r['versions']} versions\tlatest v{r['latest']}", err=True)
-        emit(_Emit({"names": rows}))
+        emit(_Emit({"names": rows, "skipped": sorted(s.record_problems)}))
         return
     tags = s.tags(name)
+    flagged = s.damaged_objects()
     rows = []
     for v in s.versions(name):
         vtags = sorted(t for t, n in tags.items() if n == v.number)
+        damaged = bool(flagged) and bool(_damaged_files(s, v, flagged))
         rows.append({"ref": v.ref, "id": v.id, "created": v.created, "tags": vtags,
-                     "files": v.file_count, "bytes": v.total_size})
-        click.echo(f"{v.ref}\t{v.id[:12]}\t{v.created}\t{v.total_size}\t{','.join(vtags)}",
-                   err=True)
+                     "files": v.file_count, "bytes": v.total_size, "damaged": damaged})
+        click.echo(f"{v.ref}\t{v.id[:12]}\t{v.created}\t{v.total_size}\t{','.join(vtags)}"
+                   + ("\tDAMAGED" if damaged else ""), err=True)
     if not rows:
-        raise StageError(f"unknown version name {name!r}")
-    emit(_Emit({"name": name, "versions": rows}))
+        hint = " (its records are damaged)" if s.damaged_records(name) else ""
+        raise StageError(f"unknown version name {name!r}{hint}")
+    emit(_Emit({"name": name, "versions": rows, "skipped": sorted(s.record_problems)}))
+
+
+def _damaged_files(s: Any, v: Any, flagged: dict[str, Any]) -> list[dict[str, str]]:
+    """Files of version ``v`` known to be damaged (flagged, missing or resized), no rehash."""
+    try:
+        entries = s.manifest(v.id).entries
+    except StageError as exc:
+        return [{"path": "", "problem": f"manifest: {exc}"}]
+    out = []
+    for e in entries:
+        try:
+            size = os.lstat(s.object_path(e.sha256)).st_size
+        except OSError:
+            size = None
+        why = ("missing" if size is None else "size" if size != e.size
+               else "content altered" if e.sha256 in flagged else None)
+        if why:
+            out.append({"path": e.path, "problem": why})
+    return out
 
 
 @store.command("show")
@@ -510,11 +756,17 @@ def store_list(ctx: click.Context, name: str | None) -> None:
 @click.pass_context
 @stage
 def store_show(ctx: click.Context, ref: str) -> None:
-    """Manifest, lineage and metadata of REF."""
+    """Manifest, lineage and metadata of REF, and its files known to be damaged."""
+    _checked(refs=(ref,))
     s = _store(ctx)
     v = s.resolve(ref)
     tags = sorted(t for t, n in s.tags(v.name).items() if n == v.number)
-    emit(_Emit({**v.to_dict(), "ref": v.ref, "tags": tags,
+    damaged = _damaged_files(s, v, s.damaged_objects())
+    if damaged:
+        click.echo(f"stylegan-ops: warning: {v.ref} is damaged ({len(damaged)} files, first: "
+                   f"{damaged[0]['path']} {damaged[0]['problem']}); run `stylegan-ops store "
+                   "verify --repair`, then re-pull or re-snapshot it", err=True)
+    emit(_Emit({**v.to_dict(), "ref": v.ref, "tags": tags, "damaged": damaged,
                 "manifest": s.manifest(v.id).to_dict()}))
 
 
@@ -524,6 +776,7 @@ def store_show(ctx: click.Context, ref: str) -> None:
 @stage
 def store_log(ctx: click.Context, name: str) -> None:
     """History of NAME, newest first, with lineage."""
+    _checked(names=(name,))
     s = _store(ctx)
     versions = s.versions(name)
     if not versions:
@@ -542,6 +795,7 @@ def store_log(ctx: click.Context, name: str) -> None:
 @stage
 def store_diff(ctx: click.Context, ref_a: str, ref_b: str) -> None:
     """Files added, removed and changed from REF_A to REF_B."""
+    _checked(refs=(ref_a, ref_b))
     s = _store(ctx)
     a = {e.path: e for e in s.manifest(s.resolve(ref_a).id).entries}
     b = {e.path: e for e in s.manifest(s.resolve(ref_b).id).entries}
@@ -551,32 +805,62 @@ def store_diff(ctx: click.Context, ref_a: str, ref_b: str) -> None:
 
 @store.command("checkout")
 @click.argument("ref")
-@click.argument("directory", type=PathArg)
+@click.argument("directory", type=OutDir)
 @click.option("--verify", is_flag=True,
-              help="Rehash every object first (default: rehash only ones whose stat changed).")
+              help="Rehash every object first (default: rehash only ones whose stat changed "
+                   "since they were last known good).")
 @click.option("--replace", is_flag=True,
-              help="Swap out an existing DIRECTORY once the checkout is complete "
-                   "(default: it must be absent or empty).")
+              help="Swap out DIRECTORY once the checkout is complete, if it is a previous "
+                   "checkout holding nothing else (default: it must be absent or empty).")
+@click.option("--mode", type=click.Choice(["auto", "reflink", "link", "copy"]),
+              default="auto", show_default=True,
+              help="reflink: copy-on-write clones; link: hard links (a write through them "
+                   "is detected on next use); copy; auto: the first that works, in that order.")
 @click.pass_context
 @stage
 def store_checkout(ctx: click.Context, ref: str, directory: Path, verify: bool,
-                   replace: bool) -> None:
+                   replace: bool, mode: str) -> None:
     """Materialise REF read-only into DIRECTORY (must be absent or empty)."""
-    v = _store(ctx).checkout(ref, directory, verify, replace)
+    _checked(refs=(ref,))
+    v = _store(ctx).checkout(ref, directory, verify, replace, mode)
     emit(_Emit({"ref": v.ref, "id": v.id, "name": v.name, "out": str(directory)}))
 
 
 @store.command("verify")
 @click.argument("ref", required=False)
+@click.option("--repair", is_flag=True,
+              help="Then run fsck: damaged objects and records go to quarantine/, so a "
+                   "re-pull or re-snapshot can restore them (default: report only).")
 @click.pass_context
 @stage
-def store_verify(ctx: click.Context, ref: str | None) -> None:
+def store_verify(ctx: click.Context, ref: str | None, repair: bool) -> None:
     """Rehash the objects of REF (default: every version); exit 2 on any problem."""
-    checked, problems = _store(ctx).verify(ref)
-    emit(_Emit({"versions": checked, "problems": [p.to_dict() for p in problems]}))
+    _checked(refs=(ref,))
+    s = _store(ctx)
+    checked, problems = s.verify(ref)
+    out: dict[str, Any] = {"versions": checked, "problems": [p.to_dict() for p in problems],
+                           "leftovers": s.leftovers()}
+    if repair:
+        out["repaired"] = s.fsck()
+        s.record_problems.clear()
+        checked, problems = s.verify(ref, full=False)
+        out["remaining"] = [p.to_dict() for p in problems]
+    emit(_Emit(out))
     if problems:
-        raise StageError(f"{len(problems)} damaged or missing files, first: "
-                         f"{problems[0].version} {problems[0].path} ({problems[0].problem})")
+        p = problems[0]
+        raise StageError(f"{len(problems)} damaged or missing files or records, first: "
+                         f"{p.version} {p.path} ({p.problem})"
+                         + ("" if repair else "; `store verify --repair` quarantines them"))
+
+
+@store.command("fsck")
+@click.option("--dry-run", is_flag=True, help="Report only (default: act).")
+@click.pass_context
+@stage
+def store_fsck(ctx: click.Context, dry_run: bool) -> None:
+    """Clean what killed writers left, move damaged records and flagged objects to
+    quarantine/, rebuild caches and indexes. Never deletes a version."""
+    emit(_Emit(_store(ctx).fsck(dry_run)))
 
 
 @store.command("tag")
@@ -586,6 +870,7 @@ def store_verify(ctx: click.Context, ref: str | None) -> None:
 @stage
 def store_tag(ctx: click.Context, ref: str, tag: str) -> None:
     """Point TAG of REF's name at REF (moves it if it exists)."""
+    _checked(refs=(ref,), tags=(tag,))
     v = _store(ctx).tag(ref, tag)
     emit(_Emit({"ref": v.ref, "tag": tag}))
 
@@ -597,6 +882,7 @@ def store_tag(ctx: click.Context, ref: str, tag: str) -> None:
 @stage
 def store_untag(ctx: click.Context, name: str, tag: str) -> None:
     """Remove TAG from NAME."""
+    _checked(names=(name,), tags=(tag,))
     _store(ctx).untag(name, tag)
     emit(_Emit({"name": name, "untagged": tag}))
 
@@ -606,26 +892,40 @@ def store_untag(ctx: click.Context, name: str, tag: str) -> None:
 @click.pass_context
 @stage
 def store_gc(ctx: click.Context, dry_run: bool) -> None:
-    """Delete objects no version references; report what and how much."""
+    """Delete objects no version references and what killed writers left; collects
+    nothing while a version record is damaged (run fsck)."""
     emit(_Emit(_store(ctx).gc(dry_run)))
 
 
 @store.command("pull")
 @click.argument("url")
 @click.argument("ref")
+@click.option("--retries", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Failed attempts in a row (none getting further) before giving up.")
+@click.option("--timeout", type=FiniteFloat(min=0.001), default=60.0, show_default=True,
+              help="Seconds without data before a connection counts as stalled.")
+@click.option("--backoff", type=FiniteFloat(min=0.0), default=1.0, show_default=True,
+              help="First retry delay in seconds; doubles per retry, at most 60.")
+@click.option("--deadline", type=FiniteFloat(min=0.0, min_open=True), default=None,
+              help="Seconds for the whole pull (default: no limit).")
 @click.pass_context
 @stage
-def store_pull(ctx: click.Context, url: str, ref: str) -> None:
+def store_pull(ctx: click.Context, url: str, ref: str, retries: int, timeout: float,
+               backoff: float, deadline: float | None) -> None:
     """Copy REF from the read-only remote store at URL, verifying every object."""
+    from stylegan_ops.fetch import Budget, check_url
     from stylegan_ops.store.remote import pull
 
-    v, created = pull(_store(ctx, create=True), url, ref)
+    check_url("remote store URL", url)  # before a store is created for nothing
+    budget = Budget(retries, timeout, backoff, deadline)
+    v, created = pull(_store(ctx, create=True), url, ref, budget)
     emit(_Emit({**v.to_dict(), "ref": v.ref, "created": created}))
 
 
 @store.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=int, default=8000, show_default=True, help="Port to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to bind (0: any free port).")
 @click.pass_context
 @stage
 def store_serve(ctx: click.Context, host: str, port: int) -> None:

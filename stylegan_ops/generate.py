@@ -8,6 +8,7 @@ gives the same images as the original tool, and the same arguments give the same
 from __future__ import annotations
 
 import io
+import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,28 +18,44 @@ import numpy as np
 from PIL import Image
 
 from stylegan_ops.errors import StageError
-from stylegan_ops.fsutil import atomic_dir, dump_json, write_atomic
+from stylegan_ops.fsutil import atomic_dir, check_output, dump_json, write_atomic
 
 NOISE_MODES = ("const", "random", "none")
+MAX_SEED = 2**32 - 1  # numpy.random.RandomState takes 0 .. 2**32 - 1
+MAX_SEEDS = 100_000  # one PNG each; a typo like 0-999999999 is refused, not started
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``a-b`` (inclusive) or ``a,b,c`` (or a mix: ``1,5-7``)."""
+    """``a-b`` (inclusive) or ``a,b,c`` (or a mix: ``1,5-7``); each 0 .. 2**32 - 1."""
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()
-        if m := re.fullmatch(r"(\d+)-(\d+)", part):
+        if m := re.fullmatch(r"([0-9]+)-([0-9]+)", part):
             lo, hi = int(m.group(1)), int(m.group(2))
             if hi < lo:
                 raise StageError(f"bad seed range {part!r}")
+            if hi - lo + 1 + len(seeds) > MAX_SEEDS:
+                raise StageError(f"seed range {part!r} holds more than {MAX_SEEDS} seeds")
             seeds.extend(range(lo, hi + 1))
-        elif part.isdigit():
+        elif re.fullmatch(r"[0-9]+", part):  # str.isdigit would take '²' and other digits
             seeds.append(int(part))
         else:
             raise StageError(f"bad seeds {text!r}: use a-b or a,b,c")
     if not seeds:
         raise StageError(f"no seeds in {text!r}")
+    too_big = [s for s in seeds if s > MAX_SEED]
+    if too_big:
+        raise StageError(f"seed {too_big[0]} in {text!r} is above {MAX_SEED}")
+    if len(seeds) > MAX_SEEDS:
+        raise StageError(f"{text!r} holds more than {MAX_SEEDS} seeds")
     return tuple(seeds)
+
+
+def check_psi(psi: float) -> float:
+    """ψ must be a finite number: NaN or ±inf would make every image NaN."""
+    if isinstance(psi, bool) or not isinstance(psi, int | float) or not math.isfinite(psi):
+        raise StageError(f"truncation-psi must be a finite number, got {psi!r}")
+    return float(psi)
 
 
 def load_generator(path: Path) -> Any:
@@ -115,8 +132,12 @@ class GenerateConfig:
         if self.noise_mode not in NOISE_MODES:
             raise StageError(f"noise-mode must be one of {', '.join(NOISE_MODES)}, "
                              f"got {self.noise_mode!r}")
+        check_psi(self.truncation_psi)
+        if not self.seeds or any(not 0 <= s <= MAX_SEED for s in self.seeds):
+            raise StageError(f"seeds must be 1 to {MAX_SEEDS} numbers in 0..{MAX_SEED}")
         if not self.network.exists():
             raise StageError(f"no such network: {self.network}")
+        check_output(self.out, "dir")
 
 
 @dataclass(frozen=True)
@@ -151,6 +172,8 @@ def style_mix(network: Path, row_seeds: tuple[int, ...], col_seeds: tuple[int, .
               col_styles: tuple[int, ...], psi: float, out: Path) -> GenerateResult:
     """A grid: column images on top, row images on the left, and in each cell the row's
     w with the ``col_styles`` layers taken from the column's w."""
+    check_psi(psi)
+    check_output(out, "dir")
     import tensorflow as tf
 
     G = load_generator(network)  # noqa: N806
@@ -184,6 +207,7 @@ def import_pickle(pkl: Path, out: Path) -> dict[str, Any]:
     """Convert an NVIDIA .pkl into our snapshot directory (npz by NVIDIA names)."""
     from stylegan_ops.legacy import load_pickle
 
+    check_output(out, "dir")
     imported = load_pickle(pkl)  # checked in full before TensorFlow is even imported
     snap = _build_snapshot(imported)
     snap.save(out, meta={"imported_from": str(pkl), "import": imported.record})

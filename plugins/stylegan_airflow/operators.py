@@ -19,6 +19,13 @@ def _templated(value: Any) -> bool:
     return isinstance(value, str) and "{{" in value
 
 
+def _string_list(what: str, value: Any) -> None:
+    """A list (or a template or an XComArg rendering to one), never a bare string: that
+    would be read as its characters, one argument or tag each."""
+    if isinstance(value, str | bytes) and not _templated(value):
+        raise ValueError(f"{what} must be a list (or a template), got {value!r}")
+
+
 def _profile_file() -> str | None:
     """The profiles file: the Airflow Variable when set (read at run time only), else env."""
     from airflow.sdk import Variable
@@ -43,6 +50,9 @@ class StageOperator(BaseOperator):
     def __init__(self, *, stage: str, arguments: Sequence[Any] = (), profile: str = "cpu",
                  **kwargs: Any) -> None:
         check_stage(stage)
+        _string_list("arguments", arguments)
+        if not isinstance(profile, str) or not profile.strip():
+            raise ValueError(f"profile must be a profile name, got {profile!r}")
         if not _templated(profile):
             resolved = get_profile(profile)  # unknown profile: a DAG import error naming it
             kwargs.setdefault("queue", resolved.queue)
@@ -98,13 +108,24 @@ class DatasetVersionOperator(BaseOperator):
     def __init__(self, *, source: str, name: str, tags: Sequence[str] = (),
                  inputs: Sequence[str] = (), meta: dict[str, Any] | None = None,
                  **kwargs: Any) -> None:
-        if not _templated(name):
-            from stylegan_ops.store.model import check_name
+        from stylegan_ops.errors import StageError
+        from stylegan_ops.store.model import check_name, check_tag
 
-            try:
+        _string_list("tags", tags)
+        _string_list("inputs", inputs)
+        if _templated(inputs):
+            raise ValueError(f"inputs are task ids, not a template: {inputs!r}")
+        if isinstance(source, str) and not source.strip():
+            raise ValueError(f"source must be a directory path, got {source!r}")
+        try:
+            for tag in () if _templated(tags) else tags:
+                if not _templated(tag):
+                    check_tag(tag)
+            if not _templated(name):
                 check_name(name)
-            except Exception as exc:
-                raise ValueError(str(exc)) from exc
+        except StageError as exc:
+            raise ValueError(str(exc)) from exc
+        if not _templated(name):
             kwargs.setdefault("outlets", [version_asset(name)])
         else:
             kwargs.setdefault("outlets", [VERSIONS_ALIAS])

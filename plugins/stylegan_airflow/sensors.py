@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -17,6 +18,21 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, Variable
+
+from stylegan_airflow.params import BRANCH_PATTERN, REPO_PATTERN, SETTINGS_PATH_PATTERN
+
+_CHECKS = {"repo": re.compile(REPO_PATTERN), "branch": re.compile(BRANCH_PATTERN),
+           "settings_path": re.compile(SETTINGS_PATH_PATTERN)}
+
+
+def check_watch_target(**values: str) -> None:
+    """Refuse a repo, branch or settings path that git would misread (a leading '-' is an
+    option to git: ``--upload-pack=<command>`` runs a command); ValueError naming it."""
+    for key, value in values.items():
+        if "{{" in str(value):  # templated: checked once rendered, in poke
+            continue
+        if not isinstance(value, str) or not _CHECKS[key].search(value):
+            raise ValueError(f"invalid {key} {value!r} for the repo watcher")
 
 
 class Backend(Protocol):
@@ -31,6 +47,7 @@ class GitBackend:
     """Any git remote: ``git ls-remote`` for the head, a cached bare mirror for history."""
 
     def __init__(self, url: str, branch: str, cache_dir: str | None = None) -> None:
+        check_watch_target(repo=url, branch=branch)
         self.url, self.branch = url, branch
         key = hashlib.sha256(f"{url}\0{branch}".encode()).hexdigest()[:16]
         base = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "stylegan-watch"
@@ -150,6 +167,7 @@ class GitCommitSensor(BaseSensorOperator):
                  **kwargs: Any) -> None:
         if backend not in ("github", "git") and "{{" not in backend:
             raise ValueError(f"unknown backend {backend!r}; use 'github' or 'git'")
+        check_watch_target(repo=repo, branch=branch, settings_path=settings_path)
         super().__init__(**kwargs)
         self.repo, self.branch, self.backend = repo, branch, backend
         self.settings_path, self.github_conn_id = settings_path, github_conn_id
@@ -160,6 +178,9 @@ class GitCommitSensor(BaseSensorOperator):
 
             raise AirflowSkipException("no repository configured (param `repo` or Variable "
                                        "`stylegan_watch_repo`)")
+        # rendered values are checked before the try: a bad one is a task failure naming
+        # it, not a remote error to poke again for
+        check_watch_target(repo=self.repo, branch=self.branch, settings_path=self.settings_path)
         key = state_key(self.backend, self.repo, self.branch)
         state = json.loads(Variable.get(key, default="{}"))
         try:

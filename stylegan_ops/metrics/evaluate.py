@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from stylegan_ops.errors import StageError
+from stylegan_ops.fsutil import check_output
 from stylegan_ops.metrics.stats import FeatureStats
 
 STANDIN_SUFFIX = "@stand-in"
@@ -63,16 +65,24 @@ class EvaluateConfig:
             raise StageError(f"num-images must be >= 2, got {self.num_images}")
         if self.batch < 1:
             raise StageError(f"batch must be >= 1, got {self.batch}")
+        if (isinstance(self.truncation_psi, bool)
+                or not isinstance(self.truncation_psi, int | float)
+                or not math.isfinite(self.truncation_psi)):
+            raise StageError(f"truncation-psi must be a finite number, got "
+                             f"{self.truncation_psi!r}")
+        if not 0 <= self.seed < 2**32:
+            raise StageError(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
         if not self.network.exists():
             raise StageError(f"no such network: {self.network}")
         if not self.data.is_dir():
             raise StageError(f"no such dataset directory: {self.data}")
+        check_output(self.out, "dir")
 
 
 @dataclass(frozen=True)
 class EvaluateResult:
     out: str
-    results: dict[str, dict[str, float]]
+    results: dict[str, dict[str, float | None]]  # None: not a number (see ``invalid``)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -317,7 +327,15 @@ def run(cfg: EvaluateConfig, detectors: dict[str, Any] | None = None) -> Evaluat
         standard = label is None or bool(label.get("standard"))
         recorded = name if standard else name + STANDIN_SUFFIX
         values = {(k if standard else k + STANDIN_SUFFIX): float(v) for k, v in values.items()}
-        record = {"metric": recorded, "standard_metric": name, "results": values,
+        # JSON has no NaN: a degenerate score (NaN features, a singular covariance) is
+        # recorded as null with the reason, never as a number nor as invalid JSON
+        invalid = {k: repr(v) for k, v in values.items() if not math.isfinite(v)}
+        for key, why in invalid.items():
+            print(f"stylegan-ops: warning: {key} is {why}, recorded as null", file=sys.stderr)
+        finite = {k: (None if k in invalid else v) for k, v in values.items()}
+        record = {"metric": recorded, "standard_metric": name, "results": finite,
+                  "invalid": {k: f"not a finite number ({why}): the images or features "
+                                 f"are degenerate" for k, why in invalid.items()},
                   "num_images": cfg.num_images, "network": str(cfg.network),
                   "dataset": str(cfg.data), "dataset_sha256": ev.dataset_sha256,
                   "resolution": ev.network.cfg.resolution,
@@ -326,6 +344,6 @@ def run(cfg: EvaluateConfig, detectors: dict[str, Any] | None = None) -> Evaluat
                   "seconds": round(time.monotonic() - started, 2),
                   "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         with (cfg.out / f"metric-{recorded}.jsonl").open("a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-        results[recorded] = values
+            f.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
+        results[recorded] = finite
     return EvaluateResult(str(cfg.out), results)

@@ -19,12 +19,13 @@ import tensorflow as tf
 
 from stylegan_ops.data.montage import save_grid
 from stylegan_ops.errors import StageError
-from stylegan_ops.fsutil import dump_json, temp_sibling
+from stylegan_ops.fsutil import check_output, dump_json, temp_sibling
 from stylegan_ops.networks.discriminator import Discriminator
 from stylegan_ops.networks.generator import Generator
 from stylegan_ops.networks.ops import state_variable
 from stylegan_ops.networks.presets import NetworkConfig, preset
 from stylegan_ops.networks.snapshot import Snapshot, assign
+from stylegan_ops.training import DEVICE_RE, MAX_TRAIN_SEED
 from stylegan_ops.training.augment import AdaController, augment
 from stylegan_ops.training.dataset import image_dataset, level_file
 
@@ -65,8 +66,7 @@ class TrainConfig:
     mixed_precision: bool = False  # float16 synthesis and D, float32 weights, loss scaling
 
     def __post_init__(self) -> None:
-        if self.total_kimg <= 0:
-            raise StageError(f"total-kimg must be > 0, got {self.total_kimg}")
+        self._check_numbers()
         if self.batch < 2:
             raise StageError(f"batch must be >= 2, got {self.batch}")
         if self.gpus < 1 or self.batch % self.gpus:
@@ -82,7 +82,43 @@ class TrainConfig:
                              f"batch shrink {self.pl_batch_shrink}")
         if self.aug not in ("none", "ada"):
             raise StageError(f"aug must be 'none' or 'ada', got {self.aug!r}")
+        if self.devices is not None:
+            if not self.devices or any(not DEVICE_RE.match(str(d)) for d in self.devices):
+                raise StageError(f"devices must be TF device names like /gpu:0, got "
+                                 f"{list(self.devices)!r}")
+            if len(set(self.devices)) != len(self.devices):
+                raise StageError(f"devices {','.join(self.devices)} name a device twice")
         preset(self.config)
+        check_output(self.out, "dir")
+
+    def _check_numbers(self) -> None:
+        """Every number finite and in its range: NaN passes ``<=`` tests (all comparisons
+        with it are false), so each bound is written as what must hold."""
+        def need(name: str, value: Any, ok: bool, what: str) -> None:
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and ok):
+                raise StageError(f"{name} must be {what}, got {value!r}")
+
+        need("total-kimg", self.total_kimg, self.total_kimg > 0, "a finite number > 0")
+        need("tick-kimg", self.tick_kimg, self.tick_kimg > 0, "a finite number > 0")
+        need("gamma", self.gamma, self.gamma >= 0, "a finite number >= 0")
+        need("lr", self.lr, self.lr > 0, "a finite number > 0")
+        need("eps", self.eps, self.eps > 0, "a finite number > 0")
+        for i, beta in enumerate(self.betas):
+            need(f"betas[{i}]", beta, 0 <= beta < 1, "in [0, 1)")
+        need("ada-target", self.ada_target, 0 < self.ada_target <= 1, "in (0, 1]")
+        need("pl-weight", self.pl_weight, self.pl_weight >= 0, "a finite number >= 0")
+        need("pl-decay", self.pl_decay, 0 <= self.pl_decay <= 1, "in [0, 1]")
+        need("ema-kimg", self.ema_kimg, self.ema_kimg >= 0, "a finite number >= 0")
+        need("style-mixing", self.style_mixing, 0 <= self.style_mixing <= 1, "in [0, 1]")
+        for name, value in (("snapshot-ticks", self.snapshot_ticks),
+                            ("r1-interval", self.r1_interval),
+                            ("pl-interval", self.pl_interval),
+                            ("pl-batch-shrink", self.pl_batch_shrink), ("gpus", self.gpus)):
+            need(name, value, isinstance(value, int) and value >= 1, "an integer >= 1")
+        need("batch", self.batch, isinstance(self.batch, int), "an integer >= 2")
+        need("seed", self.seed, isinstance(self.seed, int) and 0 <= self.seed <= MAX_TRAIN_SEED,
+             f"an integer in 0..{MAX_TRAIN_SEED}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -431,7 +467,7 @@ def run(cfg: TrainConfig) -> TrainResult:
                        "img_per_sec": (kimg - tick_kimg0) * 1000 / max(sec, 1e-9),
                        "augment_p": float(trainer.ada.p.numpy()) if trainer.ada else 0.0,
                        "peak_memory_mb": _peak_memory_mb()}
-                stats_file.write(json.dumps(row) + "\n")
+                stats_file.write(json.dumps(_json_row(row), allow_nan=False) + "\n")
                 stats_file.flush()
                 with writer.as_default(step=step):
                     for k, v in row.items():
@@ -448,6 +484,16 @@ def run(cfg: TrainConfig) -> TrainResult:
     _replace(trainer.snapshot(kimg, step), final)
     return TrainResult(str(cfg.out), round(kimg, 3), str(last_snapshot or final), str(final),
                        round(time.monotonic() - started, 1))
+
+
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A stats row as JSON can hold it: a diverged loss (NaN, ±inf) becomes null and is
+    named in ``non_finite``, so stats.jsonl stays valid JSON and the divergence is visible."""
+    bad = sorted(k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v))
+    if not bad:
+        return row
+    log.warning("non-finite %s at kimg %s: training has diverged", ", ".join(bad), row["kimg"])
+    return {**{k: (None if k in bad else v) for k, v in row.items()}, "non_finite": bad}
 
 
 def _replace(snap: Snapshot, target: Path) -> None:

@@ -37,15 +37,34 @@ class Case:
     kill_ok: bool = False  # a failpoint SIGKILLs the process: -9 is then the expected end
     allow_temp: tuple[str, ...] = ()  # paths under {d} where leftovers are allowed
     timeout: float = 120.0
+    fsize_limit: int | None = None  # RLIMIT_FSIZE of the command: writes past it get EFBIG,
+    #                                 a full disk that needs no mount (Python ignores SIGXFSZ)
+    planted: tuple[str, ...] = ()  # damage the setup planted on purpose, as a version ref or
+    #   a store-relative record path: `store verify` afterwards may report these (and only
+    #   these), and such refs are left out of the before/after comparison
+    mem_limit: int | None = None  # RLIMIT_AS of the command in bytes: memory that must stay
+    #                               bounded; an allocation past it is a MemoryError (a bug)
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
-        timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        timeout: float = 120.0, fsize_limit: int | None = None,
+        mem_limit: int | None = None) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "STYLEGAN_STORE": str(cwd / "store"), "TF_CPP_MIN_LOG_LEVEL": "2",
             **(env or {})}
+
+    def limit_file_size() -> None:
+        import resource
+
+        if fsize_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
+        if mem_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit))
+
     return subprocess.run([sys.executable, "-m", "stylegan_ops.cli", *args], cwd=cwd,
                           env=full, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+                          check=False,
+                          preexec_fn=limit_file_size if (fsize_limit, mem_limit) != (None, None)
+                          else None)
 
 
 def _reject_constant(name: str) -> float:
@@ -84,7 +103,7 @@ def check_case(case: Case, d: Path) -> subprocess.CompletedProcess[str]:
         case.setup(d)
     before = _store_state(d)
     argv = [a.replace("{d}", str(d)) for a in case.argv]
-    res = run(argv, d, case.env, case.timeout)
+    res = run(argv, d, case.env, case.timeout, case.fsize_limit, case.mem_limit)
     where = f"{case.id}: rc={res.returncode}\nstdout: {res.stdout[-1500:]}\n" \
             f"stderr: {res.stderr[-3000:]}"
     assert "Traceback" not in res.stderr, where
@@ -111,8 +130,16 @@ def check_case(case: Case, d: Path) -> subprocess.CompletedProcess[str]:
     assert not _leftovers(d, case.allow_temp), f"{case.id}: left {_leftovers(d, case.allow_temp)}"
     after = _store_state(d)
     for ref, vid in before.items():
-        assert after.get(ref) == vid, f"{case.id}: version {ref} changed or vanished"
+        if ref not in case.planted:
+            assert after.get(ref) == vid, f"{case.id}: version {ref} changed or vanished"
     if before:
         res_verify = run(["store", "verify"], d)
-        assert res_verify.returncode == 0, f"{case.id}: store verify after: {res_verify.stderr}"
+        if case.planted and res_verify.returncode == 2:
+            found = json.loads(res_verify.stdout.strip().splitlines()[-1])["problems"]
+            stray = [p for p in found
+                     if p["path"] not in case.planted and p["version"] not in case.planted]
+            assert not stray, f"{case.id}: store verify after: {stray}"
+        else:
+            assert res_verify.returncode == 0, \
+                f"{case.id}: store verify after: {res_verify.stderr}"
     return res

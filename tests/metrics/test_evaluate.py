@@ -182,3 +182,39 @@ def test_a_larger_dataset_serves_its_matching_level(setup: dict[str, Path], samp
     meta = json.loads((data / "dataset.json").read_text())
     assert rec["resolution"] == 32
     assert rec["dataset_sha256"] == meta["files"]["cats64-r05.tfrecords"]["sha256"]
+
+
+def test_a_nan_score_is_recorded_as_null_with_its_reason(setup: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """A degenerate score (here: a metric that yields NaN) never reaches JSON as NaN: the
+    record, the result line and the run all say null, and the reason is recorded."""
+    spec = ev_mod.MetricSpec("swd", None, lambda ev: {"swd16": float("nan"), "swd_avg": 1.5},
+                             "nan on purpose")
+    monkeypatch.setitem(ev_mod.METRICS, "swd", spec)
+    res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
+              "--metrics", "swd", "--num-images", 4, "--out", tmp_path)
+    assert res.exit_code == 0, res.stderr
+    line = json.loads(res.stdout.splitlines()[-1], parse_constant=pytest.fail)
+    assert line["results"]["swd"] == {"swd16": None, "swd_avg": 1.5}
+    text = (tmp_path / "metric-swd.jsonl").read_text()
+    rec = json.loads(text, parse_constant=pytest.fail)
+    assert rec["results"] == {"swd16": None, "swd_avg": 1.5}
+    assert rec["invalid"] == {"swd16": "not a finite number (nan): the images or features are "
+                                       "degenerate"}
+    assert "swd16 is nan, recorded as null" in res.stderr
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    pytest.param({"truncation_psi": float("nan")}, "truncation-psi", id="psi-nan"),
+    pytest.param({"truncation_psi": float("inf")}, "truncation-psi", id="psi-inf"),
+    pytest.param({"seed": -1}, "seed", id="seed-negative"),
+    pytest.param({"seed": 2**32}, "seed", id="seed-huge"),
+    pytest.param({"batch": 0}, "batch", id="batch-zero"),
+    pytest.param({"num_images": 1}, "num-images", id="one-image"),
+])
+def test_config_refuses_for_library_callers(tmp_path: Path, change: dict[str, object],
+                                            message: str) -> None:
+    args: dict[str, object] = {"network": tmp_path, "data": tmp_path, "out": tmp_path / "e"}
+    with pytest.raises(ev_mod.StageError, match=message):
+        ev_mod.EvaluateConfig(**{**args, **change})  # type: ignore[arg-type]

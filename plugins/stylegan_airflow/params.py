@@ -1,0 +1,41 @@
+"""JSON-schema pieces for the DAGs' params, built from the store's own validators
+(``stylegan_ops.store.model``), so the trigger form and ``--conf`` refuse what the store
+would refuse and the two grammars cannot drift apart.
+
+The patterns must mean the same in Python's ``re`` (the scheduler and the API validate
+with jsonschema) and in JavaScript (the trigger form): so no ``\\Z``; instead ``$(?!\\n)``,
+because Python's ``$`` also matches before a final newline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stylegan_ops.store.model import ID_PREFIX_RE, NAME_RE, TAG_RE
+
+
+def _exact(body: str) -> str:
+    return f"^(?:{body})$(?!\\n)"
+
+
+NAME_PATTERN = _exact(NAME_RE.pattern)
+TAG_PATTERN = _exact(TAG_RE.pattern)
+# name, name:latest, name:vN, name:TAG, name@HEXPREFIX; a ':' selector of the form vN is
+# read as a number, and parse_ref (run when the ref is resolved) refuses v0 and V3
+REF_PATTERN = _exact(f"(?:{NAME_RE.pattern})"
+                     f"(?::(?:{TAG_RE.pattern})|@(?:{ID_PREFIX_RE.pattern}))?")
+URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
+SHA256_PATTERN = "^[0-9a-f]{64}$"
+GIT_COMMIT_PATTERN = "^[0-9a-f]{7,64}$"
+# tags a user may not set: the reserved 'latest' and the version numbers vN
+TAG_ITEMS: dict[str, Any] = {
+    "type": "string", "pattern": TAG_PATTERN,
+    "not": {"pattern": "^(?:[vV][0-9]+|[Ll][Aa][Tt][Ee][Ss][Tt])$"},
+}
+
+# What the repo watcher hands to git: nothing may start with '-' (git would read an
+# option, e.g. --upload-pack=<command>); branches follow `git check-ref-format` rules.
+REPO_PATTERN = r"^(?:[^\s-]\S*)?$(?!\n)"  # empty: the Variable stylegan_watch_repo
+BRANCH_PATTERN = (r"^(?![-/.])(?!.*(?:\.\.|//|@\{|/\.|\.lock$|\.lock/|/$|\.$))"
+                  r"[^\s~^:?*\[\\\x00-\x1f\x7f]{1,255}$(?!\n)")
+SETTINGS_PATH_PATTERN = r"^(?![-/])(?!(?:.*/)?\.\.(?:/|$))[^\s:\\\x00-\x1f\x7f]{1,255}$(?!\n)"
