@@ -20,15 +20,9 @@ from stylegan_ops.errors import StageError
 from stylegan_ops.store import checkout as checkout_module
 from stylegan_ops.store.checkout import reflink
 from stylegan_ops.store.local import Store
+from tests.store.test_store import make_tree
 
 FILES = {"a.bin": b"a" * 4000, "sub/b.txt": b"bee", "sub/deep/c": b"c" * 5}
-
-
-def make_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    return root
 
 
 def obj(store: Store, ref: str, path: str) -> Path:

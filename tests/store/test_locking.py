@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from stylegan_ops.store.local import Store
+from tests.store.test_store import make_tree
 
 ADOPT = """
 import sys
@@ -30,13 +31,6 @@ for e in m.entries:  # what pull does before adopt: objects in place, then the v
     target.write_bytes(src.object_path(e.sha256).read_bytes())
 print(dst.adopt(v, m, {"pulled_from": "test"})[0].ref)
 """
-
-
-def make_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    return root
 
 
 @pytest.fixture

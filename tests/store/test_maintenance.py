@@ -10,13 +10,7 @@ import pytest
 
 from stylegan_ops.errors import StageError
 from stylegan_ops.store.local import Store
-
-
-def make_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    return root
+from tests.store.test_store import make_tree
 
 
 @pytest.fixture
