@@ -11,7 +11,13 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task
 from stylegan_airflow.operators import DatasetVersionOperator, StageOperator
-from stylegan_airflow.params import GIT_COMMIT_PATTERN, NAME_PATTERN, TAG_ITEMS, URL_PATTERN
+from stylegan_airflow.params import (
+    DEFAULT_PROFILES,
+    GIT_COMMIT_PATTERN,
+    NAME_PATTERN,
+    TAG_ITEMS,
+    URL_PATTERN,
+)
 from stylegan_airflow.paths import run_dir
 
 LSUN_CAT = "http://dl.yf.io/lsun/objects/cat.zip"
@@ -19,23 +25,36 @@ LSUN_CAT = "http://dl.yf.io/lsun/objects/cat.zip"
 PARAMS = {
     "source_url": Param(LSUN_CAT, type="string",
                         anyOf=[{"const": "sample"}, {"pattern": URL_PATTERN}],
-                        description="http(s) URL of cat.zip, or 'sample' for the embedded LMDB"),
+                        description="http(s) URL of LSUN's cat.zip (default: the official "
+                                    "mirror), or sample for a small generated LMDB."),
     "md5_url": Param(LSUN_CAT + ".md5", type=["string", "null"], pattern=URL_PATTERN,
-                     description="http(s) URL of the published .md5 (null: no check)"),
+                     description="http(s) URL of the published .md5 to check the download "
+                                 "against (default: the mirror's); empty: no check."),
     "sample_count": Param(1000, type="integer", minimum=1, maximum=100000,
-                          description="images in the generated sample LMDB"),
-    "resolution": Param(256, type="integer", enum=[4, 8, 16, 32, 64, 128, 256, 512, 1024]),
+                          description="Images in the generated sample LMDB when source_url "
+                                      "is sample (default 1000; 1-100000)."),
+    "resolution": Param(256, type="integer", enum=[4, 8, 16, 32, 64, 128, 256, 512, 1024],
+                        description="Output resolution in pixels, a power of two from 4 to "
+                                    "1024 (default 256)."),
     "max_images": Param(1000, type=["integer", "null"], minimum=1,
-                        description="first N decodable images (null: all)"),
+                        description="Keep the first N decodable images (default 1000); "
+                                    "empty: all of them."),
     "shards": Param(2, type="integer", minimum=1, maximum=256,
-                    description="parallel extraction tasks"),
+                    description="Parallel extraction tasks (default 2; 1-256)."),
     "dataset_name": Param("lsun-cat-256", type="string", pattern=NAME_PATTERN,
-                          description="version name: lowercase ASCII letters, digits, . _ -"),
-    "tags": Param([], type="array", items=TAG_ITEMS, uniqueItems=True,
-                  description="tags to set: ASCII letters, digits, . _ -; not latest or vN"),
-    "profile": Param("cpu", type="string", description="resource profile for every stage"),
+                          description="Name of the dataset version to create: lowercase ASCII "
+                                      "letters, digits, . _ -, e.g. lsun-cat-256 (the "
+                                      "default)."),
+    "tags": Param([], type=["null", "array"], items=TAG_ITEMS, uniqueItems=True,
+                  description="Tags to set on the new version, e.g. nightly; ASCII letters, "
+                              "digits, . _ -, not latest or vN. Optional (default: none)."),
+    "profile": Param("cpu", type="string", minLength=1, examples=list(DEFAULT_PROFILES),
+                     description="Resource profile every stage runs under (default cpu); the "
+                                 f"packaged profiles are {' and '.join(DEFAULT_PROFILES)}, a "
+                                 "STYLEGAN_PROFILES file may add others."),
     "git_commit": Param(None, type=["string", "null"], pattern=GIT_COMMIT_PATTERN,
-                        description="commit of the pipeline repo (set by the repo watcher)"),
+                        description="Commit of the pipeline repo this run came from (7-64 hex "
+                                    "digits); set by the repo watcher, leave empty by hand."),
 }
 
 with DAG(
@@ -103,7 +122,8 @@ with DAG(
     inspect = StageOperator(task_id="inspect", stage="inspect", arguments=args["inspect"],
                             profile=profile)
     commit = DatasetVersionOperator(task_id="commit", source=args["dataset"],
-                                    name="{{ params.dataset_name }}", tags="{{ params.tags }}")
+                                    name="{{ params.dataset_name }}",
+                                    tags="{{ params.tags or [] }}")  # the form sends null
 
     args >> choose_source() >> [make_sample, download]
     download >> unzip

@@ -22,7 +22,10 @@ from typing import Any
 from airflow.sdk import DAG, Param, task
 from stylegan_airflow.operators import DatasetVersionOperator, StageOperator, version_asset
 from stylegan_airflow.params import (
+    DEFAULT_PROFILES,
     GIT_COMMIT_PATTERN,
+    METRIC_NAMES,
+    METRICS_TEXT_PATTERN,
     REF_PATTERN,
     SHA256_PATTERN,
     TAG_ITEMS,
@@ -34,42 +37,76 @@ NVIDIA_CAT = "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-cat-
 ON_NEW_DATASET = "stylegan_train_on_new_dataset"  # Variable: "true" lets asset runs train
 RETRY_DELAY = timedelta(seconds=int(os.environ.get("STYLEGAN_TRAIN_RETRY_DELAY", "60")))
 PROFILE_KEYS = ("download", "train", "evaluate", "generate")
+DEFAULT_METRICS = ("fid50k", "ppl2_wend")
 
 PARAMS = {
     "dataset_ref": Param("lsun-cat-256:latest", type="string", pattern=REF_PATTERN,
-                         description="dataset version ref (name, name:latest, name:v3, "
-                                     "name:tag, name@idprefix)"),
+                         description="Dataset version to train and evaluate on: name, "
+                                     "name:latest, name:v3, name:tag or name@idprefix, e.g. "
+                                     "lsun-cat-256:latest (the default)."),
     "dataset_remote": Param(None, type=["string", "null"], pattern=URL_PATTERN,
-                            description="URL of a published store to pull the ref from "
-                                        "(the public dataset); null: the local store"),
+                            description="http(s) URL of a published store to pull the ref "
+                                        "from first, e.g. the public dataset's; empty "
+                                        "(default): use the local store."),
     "pretrained": Param(NVIDIA_CAT, type=["string", "null"], minLength=1,
                         pattern=r"^[^\s-][^\n]*$(?!\n)",
-                        description="URL or local path of NVIDIA's network .pkl; null skips "
-                                    "the pretrained branch"),
+                        description="URL or local path of an NVIDIA network .pkl to evaluate "
+                                    "(default: NVIDIA's config-f cat network); empty skips "
+                                    "the pretrained branch."),
     "pretrained_sha256": Param(None, type=["string", "null"], pattern=SHA256_PATTERN,
-                               description="expected sha256 of the downloaded pickle"),
-    "config": Param("config-f", type="string", enum=["config-f", "config-e", "small"]),
-    "total_kimg": Param(10, type="number", exclusiveMinimum=0),
-    "batch": Param(32, type="integer", minimum=2),
-    "ada": Param(False, type="boolean", description="adaptive discriminator augmentation"),
-    "tick_kimg": Param(1, type="number", exclusiveMinimum=0),
-    "snapshot_ticks": Param(4, type="integer", minimum=1),
-    "metrics": Param("fid50k,ppl2_wend", type="string",
-                     pattern=r"^[a-z0-9_]+(,[a-z0-9_]+)*$"),
+                               description="Expected sha256 of the downloaded pickle (64 "
+                                           "lowercase hex digits); empty (default): not "
+                                           "checked."),
+    "config": Param("config-f", type="string", enum=["config-f", "config-e", "small"],
+                    description="Network preset: config-f (default, the paper's), config-e, "
+                                "or small (a tiny network for quick CPU checks)."),
+    "total_kimg": Param(10, type="number", exclusiveMinimum=0,
+                        description="Length of training in thousands of real images shown "
+                                    "(default 10; > 0, fractions allowed)."),
+    "batch": Param(32, type="integer", minimum=2,
+                   description="Minibatch size, divisible by the number of devices "
+                               "(default 32; at least 2)."),
+    "ada": Param(False, type="boolean",
+                 description="Use adaptive discriminator augmentation (default off)."),
+    "tick_kimg": Param(1, type="number", exclusiveMinimum=0,
+                       description="Progress is logged every this many kimg (default 1; > 0)."),
+    "snapshot_ticks": Param(4, type="integer", minimum=1,
+                            description="A resumable snapshot is written every this many "
+                                        "ticks (default 4; at least 1)."),
+    "metrics": Param(list(DEFAULT_METRICS), type=["array", "string"], minItems=1,
+                     uniqueItems=True, items={"type": "string", "enum": list(METRIC_NAMES)},
+                     examples=list(METRIC_NAMES), pattern=METRICS_TEXT_PATTERN,
+                     description="Metrics each network is evaluated on, one or more of "
+                                 f"{', '.join(METRIC_NAMES)} (default "
+                                 f"{', '.join(DEFAULT_METRICS)}); --conf may also give them "
+                                 "comma-separated, e.g. \"fid50k,swd\"."),
     "metric_images": Param(None, type=["integer", "null"], minimum=2,
-                           description="cap every metric's image count (quick checks)"),
+                           description="Cap every metric's image count for quick checks "
+                                       "(at least 2); empty (default): each metric's own."),
     # NaN passes a JSON schema's bounds (every comparison with it is false); the stages
     # refuse non-finite numbers themselves (exit 2 naming the value)
-    "seeds": Param("6600-6605", type="string", pattern=r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$"),
-    "truncation_psi": Param(0.5, type="number"),
+    "seeds": Param("6600-6605", type="string", pattern=r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$",
+                   description="Seeds of the generated images: numbers and inclusive ranges, "
+                               "comma-separated, e.g. 6600-6605 (the default) or 1,5,10-12."),
+    "truncation_psi": Param(0.5, type="number",
+                            description="Truncation ψ of the generated images: 1 is none, "
+                                        "smaller trades variety for quality (default 0.5)."),
     "profiles": Param({"download": "cpu", "train": "gpu", "evaluate": "gpu", "generate": "gpu"},
                       type="object", required=list(PROFILE_KEYS), additionalProperties=False,
-                      properties={k: {"type": "string"} for k in PROFILE_KEYS},
-                      description="resource profile per kind of task"),
-    "tags": Param([], type="array", items=TAG_ITEMS, uniqueItems=True,
-                  description="tags to set: ASCII letters, digits, . _ -; not latest or vN"),
+                      properties={k: {"type": "string", "minLength": 1,
+                                      "examples": list(DEFAULT_PROFILES)}
+                                  for k in PROFILE_KEYS},
+                      description="Resource profile for each kind of task (download, train, "
+                                  "evaluate, generate); the packaged profiles are "
+                                  f"{' and '.join(DEFAULT_PROFILES)}, a STYLEGAN_PROFILES "
+                                  "file may add others."),
+    "tags": Param([], type=["null", "array"], items=TAG_ITEMS, uniqueItems=True,
+                  description="Tags to set on every version this run creates, e.g. nightly; "
+                              "ASCII letters, digits, . _ -, not latest or vN. Optional "
+                              "(default: none)."),
     "git_commit": Param(None, type=["string", "null"], pattern=GIT_COMMIT_PATTERN,
-                        description="commit of the pipeline repo (set by the repo watcher)"),
+                        description="Commit of the pipeline repo this run came from (7-64 hex "
+                                    "digits); set by the repo watcher, leave empty by hand."),
 }
 
 
@@ -86,6 +123,7 @@ def version_of(task_id: str) -> str:
     return f"{output(task_id, 'name')}@{output(task_id, 'id')}"
 
 
+TAGS = "{{ params.tags or [] }}"  # the form sends null for no tags
 TRY = "{{ ti.try_number }}"  # outputs per try: a retry never meets a half-written one
 
 
@@ -109,7 +147,7 @@ def judge_and_sample(branch: str, network: str, network_commit: str,
                 "truncation_psi": "{{ params.truncation_psi }}", "seeds": plan_value("seeds")}
         commit = DatasetVersionOperator(
             task_id=f"commit_{branch}_{name}", name=f"stylegan2-{name}-{branch}",
-            source=output(run.task_id, "out"), inputs=inputs, tags="{{ params.tags }}",
+            source=output(run.task_id, "out"), inputs=inputs, tags=TAGS,
             meta=meta)
         run >> commit
         outputs[kind] = (run, commit)
@@ -158,6 +196,8 @@ with DAG(
             download += ["--sha256", params["pretrained_sha256"]]
         from stylegan_ops.generate import parse_seeds
 
+        metrics = params["metrics"]  # a list from the form, maybe a string from --conf
+        metrics = metrics if isinstance(metrics, str) else ",".join(metrics)
         cap = ["--num-images", str(params["metric_images"])] if params["metric_images"] else []
         train = ["--data", f"{root}/dataset", "--out", f"{root}/train",
                  "--config", params["config"], "--total-kimg", str(params["total_kimg"]),
@@ -168,7 +208,7 @@ with DAG(
         return {"root": root, "dataset_ref": ref, "pkl": pkl or "", "download": download,
                 "pretrained_mode": "url" if is_url else ("path" if pretrained else "none"),
                 "train": train,
-                "evaluate": ["--data", f"{root}/dataset", "--metrics", params["metrics"], *cap],
+                "evaluate": ["--data", f"{root}/dataset", "--metrics", metrics, *cap],
                 "generate": ["--seeds", params["seeds"],
                              "--truncation-psi", str(params["truncation_psi"])],
                 "seeds": list(parse_seeds(params["seeds"]))}
@@ -236,7 +276,7 @@ with DAG(
     commit_pre_net = DatasetVersionOperator(
         task_id="commit_pretrained_network", name="stylegan2-pretrained-network",
         source=output("import_pretrained", "out"), inputs=["resolve_dataset"],
-        tags="{{ params.tags }}", meta={"source": "{{ params.pretrained }}"})
+        tags=TAGS, meta={"source": "{{ params.pretrained }}"})
     pre_outputs = judge_and_sample("pretrained", output("import_pretrained", "out"),
                                    "commit_pretrained_network", profiles)
 
@@ -246,7 +286,7 @@ with DAG(
                           execution_timeout=timedelta(days=7))
     commit_net = DatasetVersionOperator(
         task_id="commit_trained_network", name="stylegan2-trained-network",
-        source=output("train", "out"), inputs=["resolve_dataset"], tags="{{ params.tags }}",
+        source=output("train", "out"), inputs=["resolve_dataset"], tags=TAGS,
         meta={"kimg": output("train", "kimg"), "config": "{{ params.config }}"})
     our_outputs = judge_and_sample("ours", output("train", "final"),
                                    "commit_trained_network", profiles)

@@ -44,12 +44,26 @@ with DAG(
                       description="owner/name (github) or a git URL/path (git); empty: the "
                                   "Variable stylegan_watch_repo"),
         "branch": Param(os.environ.get("STYLEGAN_WATCH_BRANCH", "main"), type="string",
-                        pattern=BRANCH_PATTERN),
+                        pattern=BRANCH_PATTERN,
+                        description="Branch whose new commits trigger runs (default main, or "
+                                    "$STYLEGAN_WATCH_BRANCH), e.g. feature/x."),
         "backend": Param(os.environ.get("STYLEGAN_WATCH_BACKEND", "github"), type="string",
-                         enum=["github", "git"]),
-        "github_conn_id": Param("github_default", type="string"),
-        "settings_path": Param("stylegan2.yaml", type="string", pattern=SETTINGS_PATH_PATTERN),
-        "allowed_dags": Param(ALLOWED, type="array", items={"type": "string"}),
+                         enum=["github", "git"],
+                         description="How the repo is read: github (the REST API through "
+                                     "github_conn_id, the default) or git (git ls-remote and "
+                                     "fetch)."),
+        "github_conn_id": Param("github_default", type="string", minLength=1,
+                                description="Airflow connection with the GitHub token, used "
+                                            "by the github backend (default github_default)."),
+        "settings_path": Param("stylegan2.yaml", type="string", pattern=SETTINGS_PATH_PATTERN,
+                               description="Path of the settings file inside the repo, "
+                                           "relative, no .. (default stylegan2.yaml)."),
+        # examples, not an enum: the form offers these two, --conf may allow another DAG
+        "allowed_dags": Param(ALLOWED, type="array", items={"type": "string"},
+                              uniqueItems=True, examples=ALLOWED,
+                              description="DAGs a settings file may trigger (default: "
+                                          f"{' and '.join(ALLOWED)}); a commit naming any "
+                                          "other runs nothing."),
     },
     tags=["stylegan2"],
     doc_md=__doc__,

@@ -39,3 +39,14 @@ REPO_PATTERN = r"^(?:[^\s-]\S*)?$(?!\n)"  # empty: the Variable stylegan_watch_r
 BRANCH_PATTERN = (r"^(?![-/.])(?!.*(?:\.\.|//|@\{|/\.|\.lock$|\.lock/|/$|\.$))"
                   r"[^\s~^:?*\[\\\x00-\x1f\x7f]{1,255}$(?!\n)")
 SETTINGS_PATH_PATTERN = r"^(?![-/])(?!(?:.*/)?\.\.(?:/|$))[^\s:\\\x00-\x1f\x7f]{1,255}$(?!\n)"
+
+# The names registered in stylegan_ops.metrics.evaluate.METRICS, listed here because the DAG
+# files may not import the metrics code (it pulls in numpy and, through the detectors,
+# TensorFlow); tests/airflow/test_trigger_forms.py keeps the two equal.
+METRIC_NAMES = ("fid50k", "fid50k_full", "kid50k_full", "pr50k3_full", "is50k", "ppl2_wend",
+                "swd")
+# the older comma-separated form (``fid50k,swd``), still taken from --conf and settings files
+METRICS_TEXT_PATTERN = _exact(f"(?:{'|'.join(METRIC_NAMES)})(?:,(?:{'|'.join(METRIC_NAMES)}))*")
+# The profile names of the packaged profiles.yaml; a STYLEGAN_PROFILES file may define
+# others, so the forms suggest these rather than refuse the rest.
+DEFAULT_PROFILES = ("cpu", "gpu")

@@ -55,7 +55,7 @@ def test_train_dag_shape_and_schedule(dagbag: Any) -> None:
     assert [a.uri for a in dag.timetable.asset_condition.objects] == [
         "x-stylegan://versions/lsun-cat-256"]
     assert dag.params["pretrained"].endswith("stylegan2-cat-config-f.pkl")
-    assert dag.params["metrics"] == "fid50k,ppl2_wend" and dag.params["seeds"] == "6600-6605"
+    assert dag.params["metrics"] == ["fid50k", "ppl2_wend"] and dag.params["seeds"] == "6600-6605"
 
 
 def test_asset_runs_train_only_when_switched_on(airflow_db: Any, dagbag: Any,
