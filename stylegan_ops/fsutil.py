@@ -4,6 +4,7 @@ checks an output path must pass before a stage starts, and strict JSON."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -20,6 +21,15 @@ from stylegan_ops.errors import StageError
 # Room the longest name we derive from an output needs beyond the output's own name: the
 # temp sibling ".NAME.tmp-PID-HEX8" and suffixes such as ".part.lock" on it.
 DERIVED_NAME_ROOM = 40
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file's bytes, read in chunks (bounded memory for any size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(chunk):
+            h.update(data)
+    return h.hexdigest()
 
 
 def temp_sibling(path: Path, suffix: str = "") -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from stylegan_ops.errors import StageError
-from stylegan_ops.fsutil import atomic_dir, check_output, dump_json, write_atomic
+from stylegan_ops.fsutil import atomic_dir, check_output, dump_json, sha256_file, write_atomic
 
 NOISE_MODES = ("const", "random", "none")
 MAX_SEED = 2**32 - 1  # numpy.random.RandomState takes 0 .. 2**32 - 1
@@ -81,14 +81,7 @@ def load_generator(path: Path) -> Any:
 
 def network_digest(path: Path) -> str:
     """sha256 of the sampling weights: Gs.npz of a snapshot, or the .pkl file itself."""
-    import hashlib
-
-    target = path if path.is_file() else path / "Gs.npz"
-    h = hashlib.sha256()
-    with target.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path if path.is_file() else path / "Gs.npz")
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -12,7 +12,6 @@ never executed. Every setting and shape is checked here before any network is bu
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 
 from stylegan_ops import safepickle
 from stylegan_ops.errors import StageError
+from stylegan_ops.fsutil import sha256_file
 from stylegan_ops.networks.presets import NetworkConfig
 from stylegan_ops.networks.snapshot import check_shapes
 
@@ -296,14 +296,6 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_pickle(path: Path) -> Imported:
     """Read an NVIDIA pickle into our names (``G_mapping/…``, ``G_synthesis/…``, D's own),
     every setting and shape checked; nothing is built or allocated beyond the file's arrays."""
@@ -318,7 +310,7 @@ def load_pickle(path: Path) -> Imported:
     for role in ("G", "Gs", "D"):
         check_shapes(arrays[role], shapes["D" if role == "D" else "G"], f"{path} ({role})")
     record = {
-        "source": path.name, "sha256": _file_sha256(path), "format": "dnnlib-network-pickle",
+        "source": path.name, "sha256": sha256_file(path), "format": "dnnlib-network-pickle",
         "ignored_variables": ignored,
         "static_kwargs": {role: {k: _jsonable(v) for k, v in
                                  (_state(net).get("static_kwargs") or {}).items()}

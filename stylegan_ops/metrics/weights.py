@@ -19,7 +19,6 @@ computed with it are never written under the standard metric name.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import shutil
 import tarfile
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from stylegan_ops.errors import StageError
-from stylegan_ops.fsutil import dump_json, read_json, write_atomic
+from stylegan_ops.fsutil import dump_json, read_json, sha256_file, write_atomic
 
 MIRROR_ENV = "STYLEGAN_WEIGHTS_MIRROR"  # base URL replacing scheme and host of official URLs
 
@@ -95,11 +94,7 @@ def official_url(wf: WeightFile) -> str:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def records_path() -> Path:

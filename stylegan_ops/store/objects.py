@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stylegan_ops.errors import StageError
+from stylegan_ops.fsutil import sha256_file
 from stylegan_ops.store.base import (
     CHECKOUT_MARKER,
     Problem,
@@ -44,11 +45,7 @@ def stat_key(st: os.stat_result) -> Stat:
 
 
 def hash_file(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path, CHUNK)
 
 
 
