@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.airflow.conftest import ROOT, airflow_db  # noqa: F401 - re-exported fixture
+from tests.ui.browser import chromium
 from tests.ui.storefill import fill
 
 HTML = {"accept": "text/html"}
@@ -40,3 +41,11 @@ def client(filled: tuple[Path, dict[str, Any]], tmp_path: Path,
     app.dependency_overrides[require_user] = lambda: "tester"
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium at 1400 × 1000, where the Airflow UI's run tab frame is about
+    1030 px wide."""
+    with chromium(1400, 1000) as driver:
+        yield driver

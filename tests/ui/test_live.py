@@ -8,10 +8,7 @@ Airflow UI. Screenshots land in ``build/test-artifacts/`` (or ``$STYLEGAN_TEST_A
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +24,15 @@ from tests.airflow.stack import PASSWORD, AirflowStack, postgres_available
 from tests.airflow.test_watch_repo import push
 from tests.conftest import need
 from tests.fakegithub import FakeGithub, git
-from tests.ui.storefill import PREPARE_RUN, fill
+from tests.ui.browser import (
+    LOADED_IMAGES,
+    OVERFLOW,
+    RUN_ROWS,
+    artifacts,
+    tall_or_broken,
+    wait_for,
+)
+from tests.ui.storefill import PREPARE_RUN, TRAIN_RUN, fill
 
 pytestmark = [pytest.mark.scheduler, pytest.mark.airflow]
 
@@ -66,7 +71,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         })
         try:
             stack.start()
-            for dag_id in ("stylegan2_prepare", "stylegan2_watch_repo"):
+            for dag_id in ("stylegan2_prepare", "stylegan2_train", "stylegan2_watch_repo"):
                 stack.wait(lambda d=dag_id: stack.api("GET", f"/api/v2/dags/{d}") is not None,
                            240, f"{dag_id} to be parsed")
             yield Live(stack, work)
@@ -129,55 +134,6 @@ def test_webhook_triggers_one_run_per_commit_and_refuses_bad_signatures(live: Li
     assert runs(stack) == [f"commit__{sha}"]  # nothing but the one run
 
 
-def artifacts() -> Path:
-    out = Path(os.environ.get("STYLEGAN_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    """Headless Chromium from Debian's packages, driven by Selenium."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_bin = shutil.which("chromedriver")
-    need(chromium is not None and driver_bin is not None,
-         "Chromium and its driver not installed (apt-get install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        need(False, "selenium not installed (pip install selenium)")
-        raise
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(chromium)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(driver_bin)), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def wait_for(check: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception:  # noqa: BLE001 - the page is still loading
-            value = None
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-# thumbnails from the store that the browser fetched and decoded (the header icon aside)
-LOADED_IMAGES = ("return Array.from(document.querySelectorAll('img[src*=\"/thumbs/\"]'))"
-                 ".filter(i => i.complete && i.naturalWidth > 0).length")
-
-
 @pytest.mark.browser
 def test_the_page_renders_in_chromium_after_the_airflow_login(live: Live, browser: Any) -> None:
     from selenium.webdriver.common.by import By
@@ -227,6 +183,21 @@ def test_the_page_renders_in_chromium_after_the_airflow_login(live: Live, browse
     assert wait_for(lambda: browser.execute_script(LOADED_IMAGES) >= 2, "their previews")
     browser.switch_to.default_content()
     browser.save_screenshot(str(artifacts() / "stylegan-run-tab.png"))
+
+    # the train run's tab, in the frame the Airflow UI gives it: eight outputs with their
+    # inputs and metrics, each row about two lines high, nothing hidden to the right
+    created = live.stack.api("POST", "/api/v2/dags/stylegan2_train/dagRuns", {
+        "dag_run_id": TRAIN_RUN, "logical_date": None, "conf": {}})
+    assert created is not None
+    browser.get(f"{url}/dags/stylegan2_train/runs/{TRAIN_RUN}/plugin/stylegan2-run-versions")
+    frame = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "iframe"), "the train tab")
+    browser.switch_to.frame(frame)
+    rows = wait_for(lambda: len(found := browser.execute_script(RUN_ROWS)) == 8 and found,
+                    "the train run's versions")
+    assert tall_or_broken(rows) == [], browser.execute_script("return innerWidth")
+    assert browser.execute_script(OVERFLOW) <= 0
+    browser.switch_to.default_content()
+    browser.save_screenshot(str(artifacts() / "stylegan-run-tab-train.png"))
 
 
 def test_the_api_server_draws_graphs_from_the_serialized_dags(live: Live) -> None:

@@ -7,6 +7,7 @@ thumbnails, Graphviz) runs in sync handlers, which FastAPI runs in its thread po
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +25,7 @@ from stylegan_airflow.ui.catalog import Catalog, UIError, ref_of_input, refused
 PREFIX = "/stylegan"
 HERE = Path(__file__).resolve().parent
 KNOWN_DAGS = ("stylegan2_prepare", "stylegan2_train", "stylegan2_watch_repo")
+SVG_ID_RE = re.compile(r'\bid="')  # Graphviz's SVG refers to none of its ids
 # Pages need nothing from elsewhere, and only the Airflow UI (same origin) may frame them.
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                 "script-src 'none'; object-src 'none'; frame-ancestors 'self'",
@@ -46,12 +48,19 @@ def short_ref(ref: str) -> str:
     return f"{name}@{vid[:10]}" if at else str(ref)
 
 
+def truncated(text: object, width: int) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis (the page gives the whole
+    value in a title)."""
+    text = str(text or "")
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("stylegan_airflow.ui", "templates"),
                       autoescape=select_autoescape(("html",)), trim_blocks=True,
                       lstrip_blocks=True)
     env.filters.update({"size": human_size, "short": lambda s: str(s or "")[:12],
-                        "shortref": short_ref,
+                        "shortref": short_ref, "trunc": truncated,
                         "q": lambda s: quote(str(s), safe=":@"),
                         "qpath": lambda s: quote(str(s), safe="/")})
     env.tests["ref"] = lambda s: isinstance(s, str) and ref_of_input(s) is not None
@@ -65,9 +74,14 @@ def catalog(request: Request) -> Catalog:
     """The store this request reads (FastAPI dependency)."""
     root = request.app.state.store_root
     if root is None:
+        from airflow.sdk.exceptions import AirflowException
+
         from stylegan_airflow.runners import store_path
 
-        root = store_path()  # read per request: STYLEGAN_STORE is the operators' setting
+        try:
+            root = store_path()  # read per request: STYLEGAN_STORE is the operators' setting
+        except AirflowException as exc:  # a relative STYLEGAN_STORE: the page says so
+            raise UIError(500, str(exc)) from exc
     return Catalog(Path(root))
 
 
@@ -104,7 +118,7 @@ def index(request: Request, cat: Catalog = CatalogDep) -> HTMLResponse:
 @pages.get("/names/{name}")
 def name_page(request: Request, name: str, cat: Catalog = CatalogDep) -> HTMLResponse:
     """All versions of one name."""
-    rows = [views.version_row(v, bases(request)[1]) for v in cat.versions(name)]
+    rows = [views.version_row(cat, v, bases(request)[1]) for v in cat.versions(name)]
     return page(request, "name.html", name=name, rows=rows)
 
 
@@ -120,9 +134,9 @@ def run_page(request: Request, dag_id: str, run_id: str,
              cat: Catalog = CatalogDep) -> HTMLResponse:
     """The versions one DAG run committed (the DAG run tab in the Airflow UI)."""
     airflow = bases(request)[1]
-    rows = [views.version_row(v, airflow)
-            for v in cat.produced_by(checked_dag_id(dag_id), run_id)]
-    return page(request, "run.html", dag_id=dag_id, run_id=run_id, rows=rows,
+    rows = views.run_rows(cat, checked_dag_id(dag_id), run_id, airflow)
+    commits = sorted({r["lineage"]["git_commit"] for r in rows if r["lineage"]["git_commit"]})
+    return page(request, "run.html", dag_id=dag_id, run_id=run_id, rows=rows, commits=commits,
                 run_url=f"{airflow}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}")
 
 
@@ -142,29 +156,51 @@ def images_page(request: Request, run: str | None = None, generated: str | None 
 @pages.get("/compare")
 def compare_page(request: Request, a: str | None = None, b: str | None = None,
                  cat: Catalog = CatalogDep) -> HTMLResponse:
-    """Two versions side by side."""
+    """Two versions side by side; with none chosen, the newest version of a name and its
+    predecessor, and with one chosen, that one and its predecessor."""
     choices = list(cat.all_versions())
+    how = "chosen"
+    if bool(a) != bool(b):
+        a, b = views.lone_pair(cat, str(a or b))
+        how = "one"
+    elif not a and (pair := views.default_pair(cat)):
+        (a, b), how = pair, "default"
     result = None
     if a and b:
         result = views.compare(cat, cat.resolve(a), cat.resolve(b), bases(request)[1])
-    return page(request, "compare.html", choices=choices, a=a, b=b, result=result)
+    return page(request, "compare.html", choices=choices, a=a, b=b, result=result, how=how)
 
 
 @pages.get("/graph")
 def graph_index(request: Request) -> HTMLResponse:
-    """The workflow graphs of the StyleGAN2 DAGs."""
-    return page(request, "graph.html", dag_ids=KNOWN_DAGS, dag_id=None, svg=None, error=None)
+    """The workflow graphs of the StyleGAN2 DAGs, each drawn inline."""
+    graphs = [_inline_graph(d) for d in KNOWN_DAGS]
+    return page(request, "graph.html", dag_ids=KNOWN_DAGS, dag_id=None, graphs=graphs)
 
 
 @pages.get("/graph/{dag_id}")
 def graph_page(request: Request, dag_id: str) -> HTMLResponse:
     """One DAG as an inline SVG coloured by function."""
+    graph = _inline_graph(checked_dag_id(dag_id))
+    if graph["status"] in (400, 404):
+        raise UIError(404, graph["error"])
+    return page(request, "graph.html", dag_ids=KNOWN_DAGS, dag_id=dag_id, graphs=[graph])
+
+
+def _inline_graph(dag_id: str) -> dict[str, Any]:
+    """One DAG's SVG ready to inline, or why it cannot be drawn (Graphviz missing, a DAG
+    that does not parse): said on the page, so one graph never takes the others down."""
     from markupsafe import Markup
 
-    svg = _graph(dag_id, "svg")
+    try:
+        svg = _graph(dag_id, "svg")
+    except UIError as exc:
+        return {"dag_id": dag_id, "svg": None, "error": exc.message, "status": exc.status}
     body = svg[svg.find("<svg"):]  # drop the XML prolog and doctype to inline it
-    return page(request, "graph.html", dag_ids=KNOWN_DAGS, dag_id=dag_id,
-                svg=Markup(body), error=None)  # noqa: S704 - Graphviz escapes the labels
+    # Graphviz numbers ids from 1 in every drawing: keep them unique on a page of several
+    body = SVG_ID_RE.sub(f'id="{dag_id}-', body)
+    return {"dag_id": dag_id, "svg": Markup(body),  # noqa: S704 - Graphviz escapes labels
+            "error": None, "status": 200}
 
 
 @pages.get("/graph/{dag_id}/graph.{fmt}", response_class=Response)
@@ -244,7 +280,7 @@ def api_versions(request: Request, cat: Catalog = CatalogDep) -> Any:
 def api_version(request: Request, ref: str, cat: Catalog = CatalogDep) -> Any:
     """One version with its manifest, as JSON."""
     view = cat.resolve(ref)
-    return {**views.version_row(view, bases(request)[1]), "manifest": view.manifest.to_dict(),
+    return {**views.version_row(cat, view, bases(request)[1]), "manifest": view.manifest.to_dict(),
             "results": cat.results(view),
             "generation": cat.generation(view) if view.kind == "generated" else None}
 
@@ -268,8 +304,8 @@ def api_compare(request: Request, a: str, b: str, cat: Catalog = CatalogDep) -> 
 @api.get("/runs/{dag_id}/{run_id}")
 def api_run(request: Request, dag_id: str, run_id: str, cat: Catalog = CatalogDep) -> Any:
     """The versions one DAG run committed, as JSON."""
-    return {"versions": [views.version_row(v, bases(request)[1])
-                         for v in cat.produced_by(checked_dag_id(dag_id), run_id)]}
+    return {"versions": views.run_rows(cat, checked_dag_id(dag_id), run_id,
+                                       bases(request)[1])}
 
 
 # --- the app ------------------------------------------------------------------------------

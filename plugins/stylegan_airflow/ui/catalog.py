@@ -166,6 +166,7 @@ class Catalog:
         self.root = root
         self._store: ReadOnlyStore | None = None
         self._flagged: dict[str, dict[str, Any]] | None = None
+        self._numbered: dict[str, list[Version]] = {}  # name → versions, for labels
 
     @property
     def store(self) -> Store:
@@ -236,6 +237,33 @@ class Catalog:
         problem = (f"{len(altered)} files altered since stored (first: {altered[0]}); "
                    f"{REPAIR}") if altered else None
         return VersionView(version, own_tags, manifest, entries, problem)
+
+    def _listed(self, name: str) -> list[Version]:
+        """The readable versions of ``name`` by number, read once per request."""
+        if name not in self._numbered:
+            try:
+                self._numbered[name] = self.store.versions(name) if self.exists() else []
+            except (StageError, OSError, ValueError):  # a bad name or a damaged record
+                self._numbered[name] = []
+        return self._numbered[name]
+
+    def input_version(self, text: str) -> Version | None:
+        """The version of this store a lineage input (``name@id``) names, else None: a
+        pulled or foreign input is shown as it was recorded, not guessed at."""
+        try:
+            ref = Ref.parse(text)
+        except StageError:
+            return None
+        if ref.id_prefix is None:
+            return None
+        return next((v for v in self._listed(ref.name) if v.id.startswith(ref.id_prefix)),
+                    None)
+
+    def previous(self, version: Version) -> Version | None:
+        """The version of the same name just before ``version`` (numbers may have gaps
+        where a record is damaged)."""
+        older = [v for v in self._listed(version.name) if v.number < version.number]
+        return older[-1] if older else None
 
     def all_versions(self) -> Iterator[VersionView]:
         for name in self.names():

@@ -41,14 +41,31 @@ def series_name(name: str) -> str:
     return name
 
 
-def version_row(view: VersionView, airflow_base: str) -> dict[str, Any]:
+def version_row(catalog: Catalog, view: VersionView, airflow_base: str) -> dict[str, Any]:
     """One line of a versions table (also the JSON API's version summary)."""
     lineage = view.version.lineage
-    number = view.version.number
+    previous = catalog.previous(view.version)
     return {**view.to_dict(), "run_url": run_url(airflow_base, lineage),
-            "inputs": [{"ref": text, "link": ref_of_input(text)} for text in lineage.inputs],
+            "inputs": [input_row(catalog, text) for text in lineage.inputs],
             "preview": preview(view.images()),
-            "previous": f"{view.version.name}:v{number - 1}" if number > 1 else None}
+            "results": catalog.results(view) if view.kind == "evaluation" else {},
+            "previous": previous.ref if previous else None}
+
+
+def input_row(catalog: Catalog, text: str) -> dict[str, Any]:
+    """A lineage input as recorded (``name@id``), with its ``name:vN`` label and a link
+    when this store holds it."""
+    found = catalog.input_version(text) if ref_of_input(text) else None
+    return {"ref": text, "link": text if found else None, "label": found.ref if found else None}
+
+
+def run_rows(catalog: Catalog, dag_id: str, run_id: str, airflow_base: str
+             ) -> list[dict[str, Any]]:
+    """The versions one DAG run committed, in pipeline order (data, networks, evaluations,
+    generated images), newest first within a name."""
+    views = sorted(catalog.produced_by(dag_id, run_id),
+                   key=lambda v: (KIND_ORDER.get(v.kind, 9), v.version.name, -v.version.number))
+    return [version_row(catalog, v, airflow_base) for v in views]
 
 
 def preview(images: list[Image]) -> Image | None:
@@ -62,10 +79,7 @@ def overview(catalog: Catalog, airflow_base: str, limit: int | None = 20) -> lis
     out = []
     for name in catalog.names():
         views = catalog.versions(name)
-        rows = [version_row(v, airflow_base) for v in views[:limit]]
-        for row, view in zip(rows, views, strict=False):
-            if view.kind == "evaluation":
-                row["results"] = catalog.results(view)
+        rows = [version_row(catalog, v, airflow_base) for v in views[:limit]]
         out.append({"name": name, "count": len(views), "kind": views[0].kind, "versions": rows})
     return sorted(out, key=lambda n: (KIND_ORDER.get(n["kind"], 9), n["name"]))
 
@@ -155,7 +169,8 @@ def compare(catalog: Catalog, a: VersionView, b: VersionView,
     files = {"added": sorted(set(eb) - set(ea)), "removed": sorted(set(ea) - set(eb)),
              "changed": sorted(p for p in set(ea) & set(eb) if ea[p].sha256 != eb[p].sha256),
              "same": sum(1 for p in set(ea) & set(eb) if ea[p].sha256 == eb[p].sha256)}
-    return {"a": version_row(a, airflow_base), "b": version_row(b, airflow_base),
+    return {"a": version_row(catalog, a, airflow_base),
+            "b": version_row(catalog, b, airflow_base),
             "lineage": _diff_dict(la, lb), "params": _diff_dict(params_a, params_b),
             "meta": _diff_dict(a.version.meta, b.version.meta), "metrics": metrics,
             "images": images, "files": files,
@@ -171,9 +186,39 @@ def _image_rank(image: Image) -> tuple[int, int, str]:
 def version_context(catalog: Catalog, view: VersionView, airflow_base: str) -> dict[str, Any]:
     """Everything on a version's own page."""
     entries = sorted(view.entries.values())
-    return {"view": view, "row": version_row(view, airflow_base),
+    row = version_row(catalog, view, airflow_base)
+    choices = [v.ref for v in catalog.all_versions() if v.ref != view.ref]
+    return {"view": view, "row": row,
             "lineage": view.version.lineage, "images": view.images(),
             "results": catalog.results(view), "records": catalog.metric_records(view),
             "generation": catalog.generation(view) if view.kind == "generated" else None,
             "files": entries[:MAX_FILES], "more_files": max(0, len(entries) - MAX_FILES),
-            "choices": [v.ref for v in catalog.all_versions() if v.ref != view.ref]}
+            "choices": choices, "compare_with": row["previous"] or _next_of(view, choices)}
+
+
+def _next_of(view: VersionView, choices: list[str]) -> str | None:
+    """A first version has no predecessor: offer the next version of its name instead."""
+    later = f"{view.version.name}:v{view.version.number + 1}"
+    return later if later in choices else None
+
+
+def default_pair(catalog: Catalog) -> tuple[str, str] | None:
+    """What the compare page opens with: the newest version of any name that has an
+    earlier one, and that earlier one, as (A, B) = (previous, newest)."""
+    pairs = []
+    for name in catalog.names():
+        latest = catalog.versions(name)[0]
+        previous = catalog.previous(latest.version)
+        if previous is not None:
+            pairs.append((latest.version.created, latest.ref, previous.ref))
+    if not pairs:
+        return None
+    _, newest, previous_ref = max(pairs)
+    return previous_ref, newest
+
+
+def lone_pair(catalog: Catalog, ref: str) -> tuple[str | None, str]:
+    """One version chosen alone is compared with its predecessor: (previous or None, it)."""
+    view = catalog.resolve(ref)
+    previous = catalog.previous(view.version)
+    return (previous.ref if previous else None), view.ref
