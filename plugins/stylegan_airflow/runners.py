@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,16 +22,36 @@ from stylegan_airflow.commands import last_json
 
 STORE_ENV = "STYLEGAN_STORE"
 WORKSPACE_ENV = "STYLEGAN_WORKSPACE"
+# One absolute default for every component: a cwd-relative one would silently give the
+# api-server and each worker a store of its own.
 DEFAULT_WORKSPACE = "/tmp/stylegan-workspace"  # noqa: S108 - overridable, documented
+DEFAULT_STORE = "/tmp/stylegan-store"  # noqa: S108 - overridable, documented
+_defaulted: set[str] = set()  # settings whose default this process has already announced
+
+
+def shared_path(env: str, default: str) -> str:
+    """The absolute path setting ``env``, or ``default`` (said once per process) when unset;
+    a relative value is an AirflowException naming it."""
+    value = os.environ.get(env, "").strip()
+    if not value:
+        if env not in _defaulted:
+            _defaulted.add(env)
+            logging.getLogger(__name__).warning("%s not set: using %s", env, default)
+        return default
+    if not Path(value).is_absolute():
+        raise AirflowException(f"{env}={value!r} is a relative path: set it to an absolute "
+                               "path, the same on every Airflow component and host")
+    return value
 
 
 def workspace() -> str:
     """Where stage outputs live; the docker runner mounts it at the same path."""
-    return os.environ.get(WORKSPACE_ENV, DEFAULT_WORKSPACE)
+    return shared_path(WORKSPACE_ENV, DEFAULT_WORKSPACE)
 
 
 def store_path() -> str:
-    return str(Path(os.environ.get(STORE_ENV, ".stylegan-store")).absolute())
+    """The version store every component (api-server, workers) reads and writes."""
+    return shared_path(STORE_ENV, DEFAULT_STORE)
 
 
 class Runner(Protocol):
@@ -48,7 +69,9 @@ class LocalRunner:
 
     def run(self, argv: Sequence[str], context: Any, log: logging.Logger) -> Any:
         cmd = [sys.executable, "-m", "stylegan_ops.cli", *argv[1:]]
-        env = {**os.environ, **self.profile.environment, "PYTHONUNBUFFERED": "1"}
+        # the resolved paths, so a stage reading them never falls back to its own cwd default
+        env = {**os.environ, STORE_ENV: store_path(), WORKSPACE_ENV: workspace(),
+               **self.profile.environment, "PYTHONUNBUFFERED": "1"}
         log.info("running %s", " ".join(argv))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env, start_new_session=True)
@@ -164,6 +187,14 @@ class DockerRunner:
                 log.info("%s", event["status"])
 
     def run(self, argv: Sequence[str], context: Any, log: logging.Logger) -> Any:
+        try:
+            self.profile.check_tls_files()
+        except ValueError as exc:
+            raise AirflowException(str(exc)) from None
+        with _session_ca_honoured(self.profile):
+            return self._run(argv, context, log)
+
+    def _run(self, argv: Sequence[str], context: Any, log: logging.Logger) -> Any:
         from docker.errors import APIError, DockerException
 
         p = self.profile
@@ -172,10 +203,10 @@ class DockerRunner:
         try:
             cli = self.operator.cli
         except (AirflowException, DockerException) as exc:  # the hook found no host
-            raise AirflowException(f"profile {p.name!r}: cannot reach the Docker host "
-                                   f"{p.docker_url}: {exc}") from exc
+            raise AirflowException(docker_errors.unreachable(p, exc)) from exc
         try:
             self.ensure_image(cli, log)
+            self.stop_earlier_tries(cli, context, log)
             lines = self.operator.execute(context)
         except APIError as exc:
             raise AirflowException(docker_errors.explain(exc, p)) from exc
@@ -193,9 +224,38 @@ class DockerRunner:
             lines = [lines]
         return last_json(str(line) for line in (lines or []))
 
+    def stop_earlier_tries(self, cli: Any, context: Any, log: logging.Logger) -> None:
+        """Remove this task's containers from earlier tries that are still there. A worker
+        that died (host lost, OOM-killed, ``docker kill``) never stopped its container; the
+        retry must not write the same run's outputs alongside it."""
+        ti = context["ti"]
+        mine = container_name(context)
+        prefix = mine[: mine.rindex(f"try{ti.try_number}")]
+        tail = mine[len(prefix) + len(f"try{ti.try_number}"):]  # the map index part, if any
+        for found in cli.containers(all=True, filters={"name": prefix}):
+            for name in (n.lstrip("/") for n in found.get("Names") or []):
+                earlier = re.fullmatch(rf"{re.escape(prefix)}try(\d+){re.escape(tail)}", name)
+                if earlier and int(earlier.group(1)) < ti.try_number:
+                    cli.remove_container(found["Id"], force=True)
+                    log.warning("stopped container %s of try %s, left running by a worker "
+                                "that is gone", name, earlier.group(1))
+
     def kill(self) -> None:
         if self.operator is not None:
             self.operator.on_kill()
+
+
+@contextlib.contextmanager
+def _session_ca_honoured(profile: Any) -> Iterator[None]:
+    """Keep REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE out of the environment while a TLS profile's
+    host is spoken to: requests lets them replace the CA file docker-py puts on its session
+    (psf/requests#4726), and the host's own CA is then "unable to get local issuer"."""
+    names = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if profile.tls_ca_cert else ()
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _bytes(size: str | None) -> int | None:
