@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -20,6 +21,7 @@ PULL_POLICIES = {
     "missing": "pull it when the host lacks it",
     "always": "pull it before every run",
 }
+TLS_FIELDS = ("tls_ca_cert", "tls_client_cert", "tls_client_key")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,39 @@ class Profile:
         if not (self.gpus == "all" or (isinstance(self.gpus, int) and self.gpus >= 0)):
             raise ValueError(f"profile {self.name!r}: gpus must be a count or 'all', "
                              f"got {self.gpus!r}")
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        # The provider uses TLS only when all three files are given and silently talks plain
+        # HTTP otherwise; a relative path would depend on each worker's directory.
+        given = {k: v for k, v in self.tls_files().items() if v}
+        if given and len(given) < len(TLS_FIELDS):
+            missing = ", ".join(k for k in TLS_FIELDS if k not in given)
+            raise ValueError(f"profile {self.name!r}: tls_ca_cert, tls_client_cert and "
+                             f"tls_client_key go together; missing {missing}")
+        for key, path in given.items():
+            if not Path(path).is_absolute():
+                raise ValueError(f"profile {self.name!r}: {key} must be an absolute path, "
+                                 f"got {path!r}")
+        if given and not self.docker_url.startswith(("tcp://", "https://")):
+            raise ValueError(f"profile {self.name!r}: TLS files need a tcp:// docker_url, "
+                             f"got {self.docker_url!r}")
+
+    def tls_files(self) -> dict[str, str | None]:
+        return {k: getattr(self, k) for k in TLS_FIELDS}
+
+    def check_tls_files(self) -> None:
+        """Each TLS file is there and readable, or ValueError naming it. Checked where the
+        task runs, not at load: the DAG processor need not hold a worker's keys."""
+        for key, path in self.tls_files().items():
+            if path is None:
+                continue
+            if not Path(path).is_file():
+                raise ValueError(f"profile {self.name!r}: {key} {path} does not exist "
+                                 f"(on {socket.gethostname()})")
+            if not os.access(path, os.R_OK):
+                raise ValueError(f"profile {self.name!r}: {key} {path} is not readable by "
+                                 f"uid {os.getuid()} (on {socket.gethostname()})")
 
     @property
     def wants_gpu(self) -> bool:
