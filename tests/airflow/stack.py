@@ -23,6 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PASSWORD = "stylegan-test-password"
+LOCAL_SETTINGS = "from stylegan_airflow.policy import task_instance_mutation_hook  # noqa: F401\n"
 
 
 def free_port() -> int:
@@ -83,8 +84,10 @@ class Postgres:
 class AirflowStack:
     """Airflow 3 services as subprocesses sharing one environment."""
 
-    def __init__(self, base: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, base: Path, extra_env: dict[str, str] | None = None,
+                 bin_dir: Path = BIN) -> None:
         self.base = base
+        self.bin = bin_dir  # where `airflow` is: this venv's, or an installed Airflow's
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.postgres = Postgres()
@@ -115,16 +118,21 @@ class AirflowStack:
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
 
     def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "airflow"), *args], env=self.env, text=True,
+        return subprocess.run([str(self.bin / "airflow"), *args], env=self.env, text=True,
                               capture_output=True, check=check, timeout=300)
 
     def start(self) -> AirflowStack:
+        # the queue/pool policy, enabled as the README tells operators to
+        config = Path(self.env["AIRFLOW_HOME"]) / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
         self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.postgres.start()
         self.airflow("db", "migrate")
         for service in (["api-server", "--port", str(self.port), "--host", "127.0.0.1"],
                         ["scheduler"], ["dag-processor"]):
             log = (self.base / f"{service[0]}.log").open("wb")
-            self.procs.append(subprocess.Popen([str(BIN / "airflow"), *service], env=self.env,
+            self.procs.append(subprocess.Popen([str(self.bin / "airflow"), *service],
+                                               env=self.env,
                                                stdout=log, stderr=subprocess.STDOUT,
                                                start_new_session=True))
         self.wait(lambda: self.api("GET", "/api/v2/monitor/health") is not None, 120,

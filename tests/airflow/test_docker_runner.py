@@ -218,3 +218,33 @@ def test_train_dag_in_containers_generates_the_same_images(airflow_db: Path, dag
     # runs' weights are equal as numbers but may differ in the sign of a zero)
     assert generated[0] == generated[1]
     assert {"seed0007.png", "seed0008.png", "seed0009.png"} <= set(generated[0])
+
+
+def test_a_retry_removes_the_container_a_dead_worker_left(profiles: Path) -> None:
+    """Try 1's worker died without stopping its container: try 2 removes it (and only
+    it: other tasks', other map indexes' and later tries' containers stay)."""
+    import logging
+
+    import docker
+    from stylegan_airflow.profiles import get_profile
+    from stylegan_airflow.runners import DockerRunner
+
+    names = {"stale": "d-r-train-try1", "mine": "d-r-train-try2", "other": "d-r-train2-try1",
+             "mapped": "d-r-train-try1-map0", "later": "d-r-train-try3"}
+    for name in names.values():
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        subprocess.run(["docker", "run", "-d", "--name", name, "--entrypoint", "sleep",
+                        IMAGE, "300"], check=True, capture_output=True)
+    try:
+        ti = SimpleNamespace(dag_id="d", run_id="r", task_id="train", try_number=2,
+                             map_index=-1)
+        cli = docker.APIClient(base_url="unix://var/run/docker.sock")
+        DockerRunner(get_profile("docker-cpu")).stop_earlier_tries(
+            cli, {"ti": ti}, logging.getLogger("test"))
+        left = set(subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"],
+                                  capture_output=True, text=True, check=True).stdout.split())
+        assert names["stale"] not in left
+        assert {names["mine"], names["other"], names["mapped"], names["later"]} <= left
+    finally:
+        for name in names.values():
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)

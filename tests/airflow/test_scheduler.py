@@ -64,6 +64,44 @@ def test_bad_conf_is_refused_by_the_api(stack: AirflowStack) -> None:
     assert stack.run_state("stylegan2_prepare", "bad_run") is None
 
 
+@pytest.mark.parametrize(("dag_id", "conf", "queues"), [
+    pytest.param("stylegan2_train",
+                 {"dataset_ref": "no-such-dataset:latest", "pretrained": None,
+                  "profiles": {"download": "cpu", "train": "gpu", "evaluate": "gpu",
+                               "generate": "cpu"}},
+                 {"train": "gpu", "evaluate_ours": "gpu", "generate_ours": "cpu",
+                  "fetch_pretrained": "cpu", "plan": "default"}, id="train-per-kind"),
+    pytest.param("stylegan2_train",
+                 {"dataset_ref": "no-such-dataset:latest", "pretrained": None,
+                  "profiles": {"download": "gpu", "train": "cpu", "evaluate": "cpu",
+                               "generate": "cpu"}},
+                 {"train": "cpu", "evaluate_ours": "cpu", "fetch_pretrained": "gpu"},
+                 id="train-swapped"),
+    pytest.param("stylegan2_prepare", {**CONF, "dataset_name": "queued", "profile": "gpu"},
+                 {"make_sample": "gpu", "merge": "gpu", "plan": "default"}, id="prepare-gpu"),
+])
+def test_each_stage_is_queued_on_its_runs_profile(stack: AirflowStack, dag_id: str,
+                                                  conf: dict[str, object],
+                                                  queues: dict[str, str],
+                                                  request: pytest.FixtureRequest) -> None:
+    """Profiles chosen per run reach the CeleryExecutor's queues (the scheduler's policy
+    sets each task instance's queue from the run's conf as it creates it)."""
+    run_id = f"queues_{request.node.callspec.id}"
+    assert stack.api("POST", f"/api/v2/dags/{dag_id}/dagRuns",
+                     {"dag_run_id": run_id, "logical_date": None, "conf": conf})
+    found: dict[str, str] = {}
+
+    def created() -> bool:
+        tis = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances") or {}
+        found.update({t["task_id"]: t["queue"] for t in tis.get("task_instances", [])})
+        return set(queues) <= set(found)
+
+    stack.wait(created, 120, f"the task instances of {run_id}")
+    assert {t: found[t] for t in queues} == queues
+    # stopped here: nothing else of this run is of interest to the module's other tests
+    stack.api("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", {"state": "failed"})
+
+
 def _stage_pids(pattern: str) -> list[int]:
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
