@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
+from airflow.sdk.exceptions import AirflowException
 from stylegan_airflow.operators import DatasetVersionOperator, StageOperator, version_asset
 from stylegan_airflow.params import (
     DEFAULT_PROFILES,
@@ -259,6 +260,13 @@ with DAG(
             print(f"{name}: {v['ref']} ({v['id'][:12]})")
         for name, values in metrics.items():
             print(f"{name}: {values}")
+        # all_done lets the summary list what the run made even when a branch failed; the
+        # run must still end failed then, not green with half its outputs missing
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+        failed = sorted(t for t, s in states.items() if s in ("failed", "upstream_failed"))
+        if failed:
+            raise AirflowException(f"the run is incomplete: {', '.join(failed)} did not "
+                                   "succeed (the versions it did make are listed above)")
         return {"versions": versions, "metrics": metrics}
 
     args = plan()

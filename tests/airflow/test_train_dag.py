@@ -90,3 +90,22 @@ def test_both_branches_version_every_output(airflow_db: Path, dagbag: Any,
     for name in ("stylegan2-generated-pretrained", "stylegan2-pretrained-network",
                  "stylegan2-generated-ours"):
         assert show(f"{name}:latest")["id"] == versions[name]["id"], name
+
+
+def test_a_failed_branch_fails_the_run_but_keeps_the_other_branchs_versions(
+        airflow_db: Path, dagbag: Any, cats: dict[str, Any], tmp_path: Path) -> None:
+    """A pickle that is not there: the pretrained branch fails; ours is still versioned,
+    the summary still lists it, and the run ends failed (not green with outputs missing)."""
+    before = show("stylegan2-trained-network:latest")["id"] if cli(
+        "store", "--store", os.environ["STYLEGAN_STORE"], "show",
+        "stylegan2-trained-network:latest").exit_code == 0 else None
+    run = dagbag.dags["stylegan2_train"].test(
+        run_conf=train_conf(tmp_path / "missing.pkl", seeds="7", tags=["broken-branch"]))
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert str(run.state) == "failed", states
+    assert states["import_pretrained"] == "failed"
+    assert states["commit_ours_generated"] == "success"
+    assert states["summary"] == "failed"
+    generated = show("stylegan2-generated-ours:latest")
+    assert generated["lineage"]["run_id"] == run.run_id and "broken-branch" in generated["tags"]
+    assert before is None or show("stylegan2-trained-network:latest")["id"] is not None
