@@ -81,7 +81,58 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class AirflowStack:
+class AirflowAPI:
+    """An api-server's REST API as a user reaches it: log in once (the token is reused for
+    5 minutes), call, wait for runs. Shared by the host stack and the compose stack."""
+
+    url: str
+    password: str = PASSWORD
+    _token: tuple[float, str] | None = None
+
+    def token(self) -> str:
+        if self._token is None or time.monotonic() - self._token[0] > 300:
+            req = urllib.request.Request(
+                f"{self.url}/auth/token", method="POST",
+                data=json.dumps({"username": "admin", "password": self.password}).encode(),
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                self._token = (time.monotonic(), str(json.loads(resp.read())["access_token"]))
+        return self._token[1]
+
+    def api(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if auth and not path.startswith("/api/v2/monitor"):
+            headers["Authorization"] = f"Bearer {self.token()}"
+        req = urllib.request.Request(f"{self.url}{path}", method=method, headers=headers,
+                                     data=None if body is None else json.dumps(body).encode())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read() or b"null")
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+
+    @staticmethod
+    def wait(check: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(1)
+        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        from urllib.parse import quote
+
+        run = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")
+        return None if run is None else str(run["state"])
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
+        self.wait(lambda: self.run_state(dag_id, run_id) in ("success", "failed"), timeout,
+                  f"run {run_id} of {dag_id}")
+        return str(self.run_state(dag_id, run_id))
+
+
+class AirflowStack(AirflowAPI):
     """Airflow 3 services as subprocesses sharing one environment."""
 
     def __init__(self, base: Path, extra_env: dict[str, str] | None = None,
@@ -149,46 +200,6 @@ class AirflowStack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         self.postgres.stop()
-
-    def token(self) -> str:
-        req = urllib.request.Request(
-            f"{self.url}/auth/token", method="POST",
-            data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return str(json.loads(resp.read())["access_token"])
-
-    def api(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
-        headers = {"Content-Type": "application/json"}
-        if auth and not path.startswith("/api/v2/monitor"):
-            headers["Authorization"] = f"Bearer {self.token()}"
-        req = urllib.request.Request(f"{self.url}{path}", method=method, headers=headers,
-                                     data=None if body is None else json.dumps(body).encode())
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return json.loads(resp.read() or b"null")
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return None
-
-    @staticmethod
-    def wait(check: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(1)
-        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-    def run_state(self, dag_id: str, run_id: str) -> str | None:
-        from urllib.parse import quote
-
-        run = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")
-        return None if run is None else str(run["state"])
-
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
-        self.wait(lambda: self.run_state(dag_id, run_id) in ("success", "failed"), timeout,
-                  f"run {run_id} of {dag_id}")
-        return str(self.run_state(dag_id, run_id))
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"

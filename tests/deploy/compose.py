@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from tests.airflow.stack import AirflowAPI
+
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "0.1.0"
 IMAGES = {"AIRFLOW_IMAGE": f"stylegan-airflow/airflow:{TAG}",
@@ -59,7 +61,7 @@ def make_root() -> Path:
     return root
 
 
-class ComposeStack:
+class ComposeStack(AirflowAPI):
     """One compose project; ``up`` may be called again with other settings (executor,
     profiles): compose recreates the containers whose configuration changed."""
 
@@ -81,7 +83,7 @@ class ComposeStack:
             "AIRFLOW_PORT": f"127.0.0.1:{self.port}",
             **settings,
         }
-        self._token: tuple[float, str] | None = None
+        self.password = PASSWORD
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600,
                 **settings: str) -> subprocess.CompletedProcess[str]:
@@ -127,16 +129,6 @@ class ComposeStack:
 
     # --- the REST API, with the login a user has --------------------------------------------
 
-    def token(self) -> str:
-        if self._token is None or time.monotonic() - self._token[0] > 300:
-            req = urllib.request.Request(
-                f"{self.url}/auth/token", method="POST",
-                data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
-                headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                self._token = (time.monotonic(), str(json.loads(resp.read())["access_token"]))
-        return self._token[1]
-
     def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
         """A raw authenticated GET (pages, files); header names in lower case."""
         req = urllib.request.Request(f"{self.url}{path}",
@@ -147,18 +139,6 @@ class ComposeStack:
         except urllib.error.HTTPError as exc:
             return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
-    def api(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token()}"
-        req = urllib.request.Request(f"{self.url}{path}", method=method, headers=headers,
-                                     data=None if body is None else json.dumps(body).encode())
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return json.loads(resp.read() or b"null")
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return None
-
     def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> None:
         """Unpause (DAGs start paused) and create a run, as a user of the REST API would."""
         self.wait(lambda: self.api("GET", f"/api/v2/dags/{dag_id}") is not None, 180,
@@ -167,15 +147,6 @@ class ComposeStack:
         created = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns",
                            {"dag_run_id": run_id, "logical_date": None, "conf": conf})
         assert created is not None and created["dag_run_id"] == run_id, created
-
-    def run_state(self, dag_id: str, run_id: str) -> str | None:
-        run = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")
-        return None if run is None else str(run["state"])
-
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> str:
-        self.wait(lambda: self.run_state(dag_id, run_id) in ("success", "failed"), timeout,
-                  f"run {run_id} of {dag_id}")
-        return str(self.run_state(dag_id, run_id))
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         found = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
@@ -201,11 +172,3 @@ class ComposeStack:
         tasks = self.api("GET", f"/api/v2/dags/{dag_id}/tasks")["tasks"]
         return {t["task_id"] for t in tasks if t["operator_name"] == "StageOperator"}
 
-    @staticmethod
-    def wait(check: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(2)
-        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")

@@ -101,13 +101,15 @@ def test_local_executor_runs_both_dags_in_stage_containers(stack: ComposeStack,
                                                            pretrained: Path) -> None:
     started = time.monotonic()
     stack.trigger("stylegan2_prepare", "compose_prepare", PREPARE)
-    assert stack.wait_for_run("stylegan2_prepare", "compose_prepare") == "success", stack.logs()
+    state = stack.wait_for_run("stylegan2_prepare", "compose_prepare", 900)
+    assert state == "success", stack.logs()
     WALL["stylegan2_prepare (sample)"] = time.monotonic() - started
     assert_every_stage_ran_in_a_container(stack, "stylegan2_prepare", "compose_prepare")
 
     started = time.monotonic()
     stack.trigger("stylegan2_train", "compose_train", {**TRAIN, "pretrained": str(pretrained)})
-    assert stack.wait_for_run("stylegan2_train", "compose_train") == "success", stack.logs()
+    state = stack.wait_for_run("stylegan2_train", "compose_train", 900)
+    assert state == "success", stack.logs()
     WALL["stylegan2_train (small, swd)"] = time.monotonic() - started
     assert_every_stage_ran_in_a_container(stack, "stylegan2_train", "compose_train")
 
