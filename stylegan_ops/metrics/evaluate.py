@@ -1,6 +1,12 @@
 """``stylegan-ops evaluate``: the metrics of NVIDIA's tools by name, each appended as a JSON
 line to ``<out>/metric-<name>.jsonl``.
 
+A record holds only what follows from the inputs (the network and dataset by content, the
+options, the detector, the scores): no paths, no clocks, no cache state. Two evaluations of
+the same network on the same data with the same options write byte-identical files, so the
+store dedupes them into one version; timings and whether real statistics came from the
+cache go to the stage result instead.
+
 Every record names the detector that produced it (file and sha256). A score computed with a
 non-standard detector (a test's stand-in, a file no pin or record vouches for) is written as
 ``<name>@stand-in``, never under the standard name alone. Real-image statistics are cached
@@ -9,7 +15,6 @@ in ``$STYLEGAN_CACHE/stats`` per dataset content, detector and options.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import math
@@ -83,6 +88,10 @@ class EvaluateConfig:
 class EvaluateResult:
     out: str
     results: dict[str, dict[str, float | None]]  # None: not a number (see ``invalid``)
+    # per recorded metric: wall seconds, and "computed" / "cached" / None (no real
+    # statistics) for the reals; here, not in the records, as they vary run to run
+    seconds: dict[str, float] = field(default_factory=dict)
+    real_stats: dict[str, str | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -308,16 +317,17 @@ def run(cfg: EvaluateConfig, detectors: dict[str, Any] | None = None) -> Evaluat
     """Compute each metric and append its record to ``metric-<name>.jsonl``.
 
     ``detectors`` replaces the cache's networks by name (tests inject stand-ins)."""
-    from stylegan_ops.generate import load_generator
+    from stylegan_ops.generate import load_generator, network_digest
 
     ev = Evaluation(cfg, None, dict(detectors or {}))
     for name in cfg.metrics:  # every missing detector file is an error before any work
         if METRICS[name].detector:
             ev.detector(str(METRICS[name].detector))
     ev.network = load_generator(cfg.network)
+    network_sha256 = network_digest(cfg.network)  # the network by content, never its path
     ev.dataset_sha256, ev.dataset_size = _dataset(cfg.data, ev.network.cfg.resolution)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results, seconds, real_stats = {}, {}, {}
     for name in cfg.metrics:
         spec = METRICS[name]
         started = time.monotonic()
@@ -336,14 +346,13 @@ def run(cfg: EvaluateConfig, detectors: dict[str, Any] | None = None) -> Evaluat
         record = {"metric": recorded, "standard_metric": name, "results": finite,
                   "invalid": {k: f"not a finite number ({why}): the images or features "
                                  f"are degenerate" for k, why in invalid.items()},
-                  "num_images": cfg.num_images, "network": str(cfg.network),
-                  "dataset": str(cfg.data), "dataset_sha256": ev.dataset_sha256,
-                  "resolution": ev.network.cfg.resolution,
-                  "detector": label or "none", "real_stats": ev.stats_cache or None,
-                  "truncation_psi": cfg.truncation_psi, "seed": cfg.seed,
-                  "seconds": round(time.monotonic() - started, 2),
-                  "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+                  "num_images": cfg.num_images, "network_sha256": network_sha256,
+                  "dataset_sha256": ev.dataset_sha256, "resolution": ev.network.cfg.resolution,
+                  "detector": label or "none", "truncation_psi": cfg.truncation_psi,
+                  "seed": cfg.seed, "batch": cfg.batch}
         with (cfg.out / f"metric-{recorded}.jsonl").open("a") as f:
             f.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
         results[recorded] = finite
-    return EvaluateResult(str(cfg.out), results)
+        seconds[recorded] = round(time.monotonic() - started, 2)
+        real_stats[recorded] = ev.stats_cache or None
+    return EvaluateResult(str(cfg.out), results, seconds, real_stats)

@@ -4,8 +4,10 @@ labels, the real-statistics cache and clear errors."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,6 +63,67 @@ def records(out: Path, name: str) -> list[dict[str, object]]:
     return [json.loads(x) for x in (out / f"metric-{name}.jsonl").read_text().splitlines()]
 
 
+def result_line(stdout: str) -> dict[str, Any]:
+    """The stage result: the last stdout line, the task's XCom in Airflow."""
+    line: dict[str, Any] = json.loads(stdout.splitlines()[-1])
+    return line
+
+
+RECORD_FIELDS = {"metric", "standard_metric", "results", "invalid", "num_images",
+                 "network_sha256", "dataset_sha256", "resolution", "detector",
+                 "truncation_psi", "seed", "batch"}
+
+
+def test_identical_evaluations_write_identical_files(setup: dict[str, Path], cache: Path,
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same network and data under other paths, from another cwd, later, with the real
+    statistics computed the first time and cached the second: the same bytes, so the store
+    makes them one version. Nothing in them names a path."""
+    install(setup, pinned=True)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(setup["snapshot"], moved / "network")
+    shutil.copytree(setup["data"], moved / "dataset")
+    runs = [(setup["snapshot"], setup["data"], tmp_path / "first" / "eval", tmp_path),
+            (Path("network"), Path("dataset"), Path("second-eval"), moved)]
+    outs, lines = [], []
+    for network, data, out, cwd in runs:
+        monkeypatch.chdir(cwd)
+        res = cli("evaluate", "--network", network, "--data", data, "--metrics", "swd,fid50k",
+                  "--num-images", 8, "--out", out)
+        assert res.exit_code == 0, res.stderr
+        outs.append(cwd / out)
+        lines.append(result_line(res.stdout))
+    assert [line["real_stats"]["fid50k"] for line in lines] == ["computed", "cached"]
+    files = [{p.name: p.read_bytes() for p in out.iterdir()} for out in outs]
+    assert sorted(files[0]) == ["metric-fid50k.jsonl", "metric-swd.jsonl"]
+    assert files[0] == files[1]
+    for name, text in files[0].items():
+        rec = json.loads(text)
+        assert set(rec) == RECORD_FIELDS, name
+        assert rec["network_sha256"] == sha256_of(setup["snapshot"] / "Gs.npz")
+        assert b"/" not in text, name  # no path of any kind (hex digests and names only)
+
+
+def test_the_result_line_carries_each_metrics_seconds(setup: dict[str, Path], cache: Path,
+                                                      tmp_path: Path) -> None:
+    """Timings leave the records for the stage result (the commit copies it into the
+    version's meta); out and results stay as the DAG templates read them."""
+    install(setup, pinned=True)
+    res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
+              "--metrics", "swd,fid50k", "--num-images", 8, "--out", tmp_path / "e")
+    assert res.exit_code == 0, res.stderr
+    line = result_line(res.stdout)
+    assert set(line) == {"out", "results", "seconds", "real_stats"}
+    assert line["out"] == str(tmp_path / "e")
+    assert line["results"] == {rec["metric"]: rec["results"] for rec in
+                               (records(tmp_path / "e", m)[0] for m in ("swd", "fid50k"))}
+    assert set(line["seconds"]) == {"swd", "fid50k"}
+    assert all(isinstance(s, float) and 0 <= s < 600 for s in line["seconds"].values())
+    assert line["seconds"]["swd"] > 0  # two TF passes over 8 images take some time
+    assert line["real_stats"] == {"swd": None, "fid50k": "computed"}  # swd needs none
+
+
 def test_swd_records_are_appended_and_reproducible(setup: dict[str, Path],
                                                    tmp_path: Path) -> None:
     for _ in range(2):
@@ -103,18 +166,21 @@ def test_real_statistics_are_cached_per_dataset_and_detector(
         setup: dict[str, Path], cache: Path, tmp_path: Path) -> None:
     install(setup, pinned=True)
     out = tmp_path / "out"
+    how = []
     for _ in range(2):
         res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
                   "--metrics", "fid50k", "--num-images", 24, "--out", out)
         assert res.exit_code == 0, res.stderr
-    first, second = records(out, "fid50k")  # a pinned file gives the standard name
-    assert (first["real_stats"], second["real_stats"]) == ("computed", "cached")
+        how.append(result_line(res.stdout)["real_stats"])  # the result says, not the record
+    assert how == [{"fid50k": "computed"}, {"fid50k": "cached"}]
+    # a pinned file gives the standard name
+    first, second = records(out, "fid50k")
     assert first["results"] == second["results"] and first["detector"]["standard"]  # type: ignore[index]
     assert len(list((cache / "stats").iterdir())) == 1
     res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
               "--metrics", "fid50k", "--num-images", 20, "--out", out)
     assert res.exit_code == 0, res.stderr
-    assert records(out, "fid50k")[-1]["real_stats"] == "computed"  # other options
+    assert result_line(res.stdout)["real_stats"] == {"fid50k": "computed"}  # other options
 
 
 def test_an_officially_fetched_inception_gives_standard_fid(
