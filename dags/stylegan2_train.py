@@ -23,6 +23,7 @@ from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowException
 from stylegan_airflow.operators import DatasetVersionOperator, StageOperator, version_asset
 from stylegan_airflow.params import (
+    CACHE_PARAMS,
     DEFAULT_PROFILES,
     GIT_COMMIT_PATTERN,
     METRIC_NAMES,
@@ -33,6 +34,7 @@ from stylegan_airflow.params import (
     URL_PATTERN,
 )
 from stylegan_airflow.paths import run_dir
+from stylegan_airflow.reuse import Reuse
 
 NVIDIA_CAT = "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-cat-config-f.pkl"
 ON_NEW_DATASET = "stylegan_train_on_new_dataset"  # Variable: "true" lets asset runs train
@@ -108,6 +110,7 @@ PARAMS = {
     "git_commit": Param(None, type=["string", "null"], pattern=GIT_COMMIT_PATTERN,
                         description="Commit of the pipeline repo this run came from (7-64 hex "
                                     "digits); set by the repo watcher, leave empty by hand."),
+    **CACHE_PARAMS,
 }
 
 
@@ -135,10 +138,14 @@ def judge_and_sample(branch: str, network: str, network_commit: str,
     outputs = {}
     for kind, stage, name in (("evaluate", "evaluate", "evaluation"),
                               ("generate", "generate", "generated")):
+        # the network and the dataset are keyed by their version ids, not their paths
+        reads = (network_commit, "resolve_dataset") if kind == "evaluate" else (network_commit,)
         run = StageOperator(
             task_id=f"{kind}_{branch}", stage=stage, profile=profiles[kind],
             arguments=["--network", network, plan_value(kind),
-                       "--out", f"{plan_value('root')}/{name}-{branch}-{TRY}"])
+                       "--out", f"{plan_value('root')}/{name}-{branch}-{TRY}"],
+            reuse=Reuse(name=f"stylegan2-{name}-{branch}", kind=kind, inputs=reads,
+                        unkeyed=("--network", "--data")))
         if kind == "evaluate":  # the evaluation also needs the dataset in its lineage
             inputs, meta = [network_commit, "resolve_dataset"], {
                 "metrics": output(run.task_id, "results"), "network": version_of(network_commit)}
@@ -149,7 +156,7 @@ def judge_and_sample(branch: str, network: str, network_commit: str,
         commit = DatasetVersionOperator(
             task_id=f"commit_{branch}_{name}", name=f"stylegan2-{name}-{branch}",
             source=output(run.task_id, "out"), inputs=inputs, tags=TAGS,
-            meta=meta)
+            meta=meta, stage=run.task_id)
         run >> commit
         outputs[kind] = (run, commit)
     return ([outputs["evaluate"][0], outputs["generate"][0]],
@@ -191,7 +198,7 @@ with DAG(
             ref = (events[-1].extra or {}).get("ref", ref) if events else ref
         pretrained = params["pretrained"]
         is_url = bool(pretrained) and str(pretrained).startswith(("http://", "https://"))
-        pkl = f"{root}/pretrained/network.pkl" if is_url else pretrained
+        pkl = f"{root}/pretrained/download/network.pkl" if is_url else pretrained
         download = [pretrained, "--out", pkl]
         if params["pretrained_sha256"]:
             download += ["--sha256", params["pretrained_sha256"]]
@@ -207,6 +214,7 @@ with DAG(
                  "--tick-kimg", str(params["tick_kimg"]),
                  "--snapshot-ticks", str(params["snapshot_ticks"])]
         return {"root": root, "dataset_ref": ref, "pkl": pkl or "", "download": download,
+                "pkl_dir": f"{root}/pretrained/download",
                 "pretrained_mode": "url" if is_url else ("path" if pretrained else "none"),
                 "train": train,
                 "evaluate": ["--data", f"{root}/dataset", "--metrics", metrics, *cap],
@@ -247,17 +255,21 @@ with DAG(
     def summary(dag_run: Any = None, ti: Any = None) -> dict[str, Any]:
         """What this run produced: versions, metrics and where the images are."""
         versions = {}
-        for task_id in ("commit_pretrained_network", "commit_pretrained_evaluation",
+        for task_id in ("commit_pretrained_pickle", "commit_pretrained_network",
+                        "commit_pretrained_evaluation",
                         "commit_pretrained_generated", "commit_trained_network",
                         "commit_ours_evaluation", "commit_ours_generated"):
             value = ti.xcom_pull(task_ids=task_id)
             if value:
                 versions[value["name"]] = {"ref": value["ref"], "id": value["id"],
-                                           "meta": value.get("meta", {})}
+                                           "meta": value.get("meta", {}),
+                                           "reused": value.get("reused")}
         metrics = {name: v["meta"].get("metrics") for name, v in versions.items()
                    if "evaluation" in name}
         for name, v in versions.items():
-            print(f"{name}: {v['ref']} ({v['id'][:12]})")
+            made = (f"reused, last computed by run {v['reused']['made_by']['run_id']}"
+                    if v["reused"] else "made by this run")
+            print(f"{name}: {v['ref']} ({v['id'][:12]}) {made}")
         for name, values in metrics.items():
             print(f"{name}: {values}")
         # all_done lets the summary list what the run made even when a branch failed; the
@@ -274,33 +286,50 @@ with DAG(
     profiles = {k: f"{{{{ params.profiles.{k} }}}}" for k in PROFILE_KEYS}
 
     # --- the pretrained branch ----------------------------------------------------------
+    # a download is reusable only when a checksum proves the URL still serves those bytes;
+    # then the code that fetched them does not matter
     fetch = StageOperator(task_id="fetch_pretrained", stage="download",
                           arguments=args["download"], profile=profiles["download"],
-                          retries=5, execution_timeout=timedelta(hours=2))
+                          retries=5, execution_timeout=timedelta(hours=2),
+                          reuse=Reuse(name="stylegan2-pretrained-pickle", kind="download",
+                                      out=plan_value("pkl_dir"), code=False,
+                                      needs=("--sha256",)))
+    commit_pickle = DatasetVersionOperator(
+        task_id="commit_pretrained_pickle", name="stylegan2-pretrained-pickle",
+        source=plan_value("pkl_dir"), tags=TAGS, stage="fetch_pretrained",
+        meta={"source": "{{ params.pretrained }}"})
     import_pre = StageOperator(
         task_id="import_pretrained", stage="import-pkl", profile=profiles["download"],
         arguments=[plan_value("pkl"), "--out", f"{plan_value('root')}/pretrained/snapshot-{TRY}"],
-        trigger_rule="none_failed_min_one_success")
+        trigger_rule="none_failed_min_one_success",
+        reuse=Reuse(name="stylegan2-pretrained-network", kind="import",
+                    files=(plan_value("pkl"),)))  # the pickle is keyed by its content
     commit_pre_net = DatasetVersionOperator(
         task_id="commit_pretrained_network", name="stylegan2-pretrained-network",
-        source=output("import_pretrained", "out"), inputs=["resolve_dataset"],
-        tags=TAGS, meta={"source": "{{ params.pretrained }}"})
+        source=output("import_pretrained", "out"),
+        inputs=["resolve_dataset", "commit_pretrained_pickle"],
+        tags=TAGS, meta={"source": "{{ params.pretrained }}"}, stage="import_pretrained")
     pre_outputs = judge_and_sample("pretrained", output("import_pretrained", "out"),
                                    "commit_pretrained_network", profiles)
 
     # --- our own network ----------------------------------------------------------------
+    # same key: the trained network is reused; a larger --total-kimg (or a run that failed
+    # for good) continues from the furthest snapshot an earlier run with the rest equal left
     train = StageOperator(task_id="train", stage="train", arguments=args["train"],
                           profile=profiles["train"], retries=2,
-                          execution_timeout=timedelta(days=7))
+                          execution_timeout=timedelta(days=7),
+                          reuse=Reuse(name="stylegan2-trained-network", kind="train",
+                                      inputs=("resolve_dataset",), unkeyed=("--data",),
+                                      continues="--total-kimg"))
     commit_net = DatasetVersionOperator(
         task_id="commit_trained_network", name="stylegan2-trained-network",
         source=output("train", "out"), inputs=["resolve_dataset"], tags=TAGS,
-        meta={"kimg": output("train", "kimg"), "config": "{{ params.config }}"})
+        meta={"kimg": output("train", "kimg"), "config": "{{ params.config }}"}, stage="train")
     our_outputs = judge_and_sample("ours", output("train", "final"),
                                    "commit_trained_network", profiles)
 
     gate() >> args >> checked_out
     checked_out >> choose_pretrained(args) >> [fetch, import_pre]
-    fetch >> import_pre >> commit_pre_net >> pre_outputs[0]
+    fetch >> commit_pickle >> import_pre >> commit_pre_net >> pre_outputs[0]
     checked_out >> train >> commit_net >> our_outputs[0]
     pre_outputs[1] + our_outputs[1] >> summary()

@@ -50,3 +50,26 @@ METRICS_TEXT_PATTERN = _exact(f"(?:{'|'.join(METRIC_NAMES)})(?:,(?:{'|'.join(MET
 # The profile names of the packaged profiles.yaml; a STYLEGAN_PROFILES file may define
 # others, so the forms suggest these rather than refuse the rest.
 DEFAULT_PROFILES = ("cpu", "gpu")
+
+
+def _cache_params() -> dict[str, Any]:
+    from airflow.sdk import Param
+
+    from stylegan_airflow.reuse import KINDS
+
+    return {
+        "cache": Param(True, type="boolean",
+                       description="Reuse stage results: a stage whose cache key (stage, "
+                                   "arguments, input versions, code) matches a committed "
+                                   "version does no work and returns that version (default "
+                                   "on); off recomputes every stage."),
+        "recompute": Param([], type=["null", "array"], uniqueItems=True,
+                           items={"type": "string", "enum": list(KINDS)},
+                           examples=list(KINDS),
+                           description="Stage kinds to recompute even when a result with "
+                                       f"their cache key exists, any of {', '.join(KINDS)} "
+                                       "(default: none)."),
+    }
+
+
+CACHE_PARAMS = _cache_params()

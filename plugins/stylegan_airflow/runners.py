@@ -57,6 +57,10 @@ def store_path() -> str:
 class Runner(Protocol):
     def run(self, argv: Sequence[str], context: Any, log: logging.Logger) -> Any: ...
 
+    def code_identity(self, context: Any, log: logging.Logger) -> str:
+        """What code a stage run here would run, for its cache key."""
+        ...
+
     def kill(self) -> None: ...
 
 
@@ -66,6 +70,12 @@ class LocalRunner:
     def __init__(self, profile: Any) -> None:
         self.profile = profile
         self.proc: subprocess.Popen[str] | None = None
+
+    def code_identity(self, context: Any, log: logging.Logger) -> str:
+        """The package version and a digest of its source (what this subprocess imports)."""
+        from stylegan_ops.store.reuse import local_code
+
+        return local_code()
 
     def run(self, argv: Sequence[str], context: Any, log: logging.Logger) -> Any:
         cmd = [sys.executable, "-m", "stylegan_ops.cli", *argv[1:]]
@@ -193,6 +203,30 @@ class DockerRunner:
             raise AirflowException(str(exc)) from None
         with _session_ca_honoured(self.profile):
             return self._run(argv, context, log)
+
+    def code_identity(self, context: Any, log: logging.Logger) -> str:
+        """The stage image's id on the profile's Docker host (pulled first if the profile
+        allows it): a rebuilt image is new code even under the same tag."""
+        from docker.errors import APIError, DockerException
+
+        p = self.profile
+        try:
+            p.check_tls_files()
+        except ValueError as exc:
+            raise AirflowException(str(exc)) from None
+        with _session_ca_honoured(p):
+            operator = self.build_operator([], context)
+            try:
+                cli = operator.cli
+            except (AirflowException, DockerException) as exc:
+                raise AirflowException(docker_errors.unreachable(p, exc)) from exc
+            try:
+                self.ensure_image(cli, log)
+                return f"image {p.image} {cli.inspect_image(p.image)['Id']}"
+            except APIError as exc:
+                raise AirflowException(docker_errors.explain(exc, p)) from exc
+            except DockerException as exc:
+                raise AirflowException(f"cannot use Docker host {p.docker_url}: {exc}") from exc
 
     def _run(self, argv: Sequence[str], context: Any, log: logging.Logger) -> Any:
         from docker.errors import APIError, DockerException

@@ -77,7 +77,7 @@ class MaintenanceLayer(CheckoutLayer):
                 with contextlib.suppress(FileNotFoundError):
                     if os.listdir(ndir / sub):
                         return False
-            return all(n in (".lock", "index.json", "versions", "tags")
+            return all(n in (".lock", "index.json", "versions", "tags", "uses")
                        for n in os.listdir(ndir))
         except OSError:
             return False
@@ -211,6 +211,7 @@ class MaintenanceLayer(CheckoutLayer):
             self.record_problems.clear()
             versions = self.versions(name)
             tags = self.tags(name)
+            self.uses(name)
             for rel, msg in sorted(self.record_problems.items()):
                 quarantine(self.root / rel, msg)
             numbers = {v.number for v in versions}

@@ -203,10 +203,18 @@ class Lineage:
     params: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
     inputs: tuple[str, ...] = ()  # version ids (name@id) this one was made from
     image: str | None = None  # container image (with digest) the producing stage ran in
+    # the stage's cache key, {"key": hex, "parts": {...}, "continue_key": hex|None}: what a
+    # later task with the same key reuses (see stylegan_ops.store.reuse)
+    cache: dict[str, Any] | None = field(default=None, hash=False, compare=True)
+    continued_from: str | None = None  # the snapshot or version training resumed from
 
     def __post_init__(self) -> None:
-        for what in ("dag_id", "run_id", "task_id", "git_commit", "image"):
+        for what in ("dag_id", "run_id", "task_id", "git_commit", "image", "continued_from"):
             _text(getattr(self, what), what)
+        if self.cache is not None:
+            key = _object(self.cache, "lineage cache").get("key")
+            if not isinstance(key, str) or not SHA_RE.match(key):
+                raise StageError(f"lineage cache key must be 64 hex digits, got {_shown(key)}")
         if self.try_number is not None:
             _int(self.try_number, "lineage try_number")
         if not isinstance(self.params, dict) or not all(isinstance(k, str) for k in self.params):
@@ -320,3 +328,62 @@ def parse_ref(text: object) -> Ref:
     if NUMBER_TAG_RE.fullmatch(selector) or not TAG_RE.fullmatch(selector):
         raise StageError(f"bad ref {text!r}: after ':' use latest, vN (N >= 1) or a tag")
     return Ref(name, tag=selector)
+
+
+USE_REASONS = ("cache", "same-content")
+
+
+@dataclass(frozen=True)
+class Use:
+    """A task that used an existing version instead of making one.
+
+    ``reason``: ``cache`` (a stage task found a version carrying its cache key and did no
+    work) or ``same-content`` (the task ran, and what it made was the name's latest version
+    byte for byte). ``made_by_*`` name the run whose lineage the version carries. Versions
+    are immutable, so a reuse is this separate record beside them, never an edit of one.
+    """
+
+    name: str
+    number: int
+    id: str
+    at: str  # ISO 8601 UTC
+    reason: str
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    try_number: int | None = None
+    key: str | None = None  # the cache key the using task had
+    made_by_dag_id: str | None = None
+    made_by_run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        _int(self.number, "use number", 1)
+        if not isinstance(self.id, str) or not SHA_RE.match(self.id):
+            raise StageError(f"use record: bad version id {_shown(self.id)}")
+        if self.reason not in USE_REASONS:
+            raise StageError(f"use record: unknown reason {_shown(self.reason)}")
+        for what in ("at", "dag_id", "run_id", "task_id", "made_by_dag_id", "made_by_run_id"):
+            _text(getattr(self, what), what)
+        if self.try_number is not None:
+            _int(self.try_number, "use try_number")
+        if self.key is not None and (not isinstance(self.key, str) or not SHA_RE.match(self.key)):
+            raise StageError(f"use record: bad cache key {_shown(self.key)}")
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:v{self.number}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: object) -> Use:
+        d = _object(d, "use record")
+        unknown = sorted(str(k) for k in set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise StageError(f"use record: unknown fields: {', '.join(unknown)}")
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise StageError(f"use record: {exc}") from exc

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from stylegan_ops.store.model import (
     Lineage,
     Manifest,
     Ref,
+    Use,
     Version,
     parse_ref,
     validate_name,
@@ -31,6 +34,7 @@ from stylegan_ops.store.model import (
 from stylegan_ops.store.objects import ObjectLayer
 
 RECORD_RE = re.compile(r"([0-9]{6,18})\.json", re.ASCII)
+USE_RE = re.compile(r"[0-9]{20}-[0-9a-f]{8}\.json", re.ASCII)
 MAX_MANIFEST = 256 << 20  # about two million files
 
 
@@ -106,6 +110,39 @@ class RecordLayer(ObjectLayer):
                 continue
             out[tag] = number
         return out
+
+    def uses(self, name: str) -> list[Use]:
+        """The recorded uses of ``name``'s versions, oldest first; damaged ones are noted."""
+        udir = self.root / "names" / validate_name(name) / "uses"
+        out = []
+        for entry in self._entries(udir):
+            path = Path(entry.path)
+            try:
+                if not USE_RE.fullmatch(entry.name):
+                    raise StageError("unexpected file among use records")
+                use = Use.from_dict(read_json_record(path, self.rel(path)))
+                if use.name != name:
+                    raise StageError(f"record says it is a use of {use.name}")
+            except StageError as exc:
+                self.note(path, str(exc))
+                continue
+            out.append(use)
+        return out
+
+    def record_use(self, use: Use) -> None:
+        """Add a use record (a new file: records are never rewritten)."""
+        ndir = self.root / "names" / validate_name(use.name)
+
+        def check() -> None:
+            if not any(v.number == use.number and v.id == use.id
+                       for v in self.versions(use.name)):
+                raise StageError(f"cannot record a use of {use.ref}: no such version")
+
+        check()  # before any lock: a use of an unknown name creates nothing
+        with self.locked(), self._lock(ndir / ".lock", exclusive=True):
+            check()
+            self._write(ndir / "uses" / f"{time.time_ns():020d}-{secrets.token_hex(4)}.json",
+                        dump_json(use.to_dict()))
 
     def damaged_records(self, name: str) -> list[str]:
         """Noted problems under ``names/<name>/`` (after reading it)."""

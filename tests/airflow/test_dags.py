@@ -37,17 +37,21 @@ def test_parsing_imports_no_tensorflow_and_no_stage_code() -> None:
 def test_prepare_dag_shape(dagbag: Any) -> None:
     dag = dagbag.dags["stylegan2_prepare"]
     assert set(dag.task_dict) == {"plan", "shard_plan", "choose_source", "make_sample",
-                                  "download", "unzip", "extract", "merge", "inspect",
-                                  "commit"}
-    assert dag.task_dict["extract"].upstream_task_ids >= {"make_sample", "unzip"}
+                                  "commit_sample", "download", "commit_download", "unzip",
+                                  "commit_lmdb", "extract", "merge", "inspect", "commit"}
+    # every source is a version before anything reads it, so a later run can reuse it
+    assert dag.task_dict["extract"].upstream_task_ids >= {"commit_sample", "commit_lmdb"}
+    assert dag.task_dict["unzip"].upstream_task_ids >= {"commit_download"}
     assert dag.task_dict["commit"].upstream_task_ids == {"inspect", "plan"}
+    assert dag.params["cache"] is True and dag.params["recompute"] == []
     assert dag.params["source_url"] == "http://dl.yf.io/lsun/objects/cat.zip"
 
 
 def test_train_dag_shape_and_schedule(dagbag: Any) -> None:
     dag = dagbag.dags["stylegan2_train"]
     commits = {t for t in dag.task_dict if t.startswith("commit_")}
-    assert len(commits) == 6
+    assert len(commits) == 7
+    assert dag.task_dict["import_pretrained"].upstream_task_ids >= {"commit_pretrained_pickle"}
     assert dag.task_dict["train"].upstream_task_ids == {"plan", "resolve_dataset"}
     assert dag.task_dict["evaluate_ours"].upstream_task_ids == {"commit_trained_network"}
     assert dag.task_dict["import_pretrained"].trigger_rule == "none_failed_min_one_success"

@@ -248,3 +248,86 @@ def test_a_retry_removes_the_container_a_dead_worker_left(profiles: Path) -> Non
     finally:
         for name in names.values():
             subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def import_image(name: str, files: dict[str, bytes]) -> str:
+    """``docker import`` a tar of ``files`` as ``name``; returns the new image's id."""
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as tf:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    subprocess.run(["docker", "import", "-", name], input=tar.getvalue(), check=True,
+                   capture_output=True)
+    return subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", name],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_code_identity_is_the_image_id_and_a_rebuild_changes_the_key(
+        engine: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage image rebuilt under the same tag is new code: its cache keys change."""
+    import logging
+
+    from stylegan_airflow.profiles import get_profile
+    from stylegan_airflow.reuse import Decision, Reuse
+    from stylegan_airflow.runners import DockerRunner
+
+    name = "stylegan-test/code-identity:1"
+    (tmp_path / "profiles.yaml").write_text(f'ident: {{runner: docker, image: "{name}"}}\n')
+    monkeypatch.setenv("STYLEGAN_PROFILES", str(tmp_path / "profiles.yaml"))
+    monkeypatch.setenv("STYLEGAN_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("STYLEGAN_STORE", str(tmp_path / "store"))
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="generate", try_number=1,
+                         map_index=-1, xcom_pull=lambda **k: None)
+    context, log = {"ti": ti, "params": {}}, logging.getLogger("test")
+
+    def identity_and_key() -> tuple[str, str]:
+        runner = DockerRunner(get_profile("ident"))
+        decision = Decision(Reuse(name="g", kind="generate"), "generate",
+                            ["stylegan-ops", "generate", "--seeds", "1", "--out", "/o"],
+                            context, runner, log, lambda value: value)
+        return runner.code_identity(context, log), decision.compute_key().key
+
+    ids = []
+    try:
+        ids.append(import_image(name, {"code.py": b"print(1)\n"}))
+        before, key_before = identity_and_key()
+        assert before == f"image {name} {ids[0]}"
+        ids.append(import_image(name, {"code.py": b"print(2)\n"}))
+        after, key_after = identity_and_key()
+        assert ids[1] != ids[0] and after == f"image {name} {ids[1]}"
+        assert key_after != key_before
+    finally:
+        for image in [name, *ids]:
+            subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
+
+
+def test_code_identity_on_an_unreachable_host_is_the_one_line_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key needs the image id, so a stage with reuse meets the host first: the task
+    fails with the runner's own one-line message, not a traceback from the key."""
+    import socket
+
+    from airflow.sdk.exceptions import AirflowException
+    from stylegan_airflow.operators import StageOperator
+    from stylegan_airflow.reuse import Reuse
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"tcp://127.0.0.1:{s.getsockname()[1]}"  # closed once the socket is
+    (tmp_path / "profiles.yaml").write_text(
+        f'far: {{runner: docker, image: "{IMAGE}", docker_url: "{url}"}}\n')
+    monkeypatch.setenv("STYLEGAN_PROFILES", str(tmp_path / "profiles.yaml"))
+    monkeypatch.setenv("STYLEGAN_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("STYLEGAN_STORE", str(tmp_path / "store"))
+    op = StageOperator(task_id="generate", stage="generate", profile="far",
+                       arguments=["--seeds", "1", "--out", str(tmp_path / "o")],
+                       reuse=Reuse(name="g", kind="generate"))
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="generate", try_number=1,
+                         map_index=-1, xcom_pull=lambda **k: None,
+                         xcom_push=lambda *a, **k: None)
+    with pytest.raises(AirflowException) as info:
+        op.execute({"ti": ti, "params": {}})
+    assert str(info.value) == (f"profile 'far': cannot reach the Docker host {url}: "
+                               "[Errno 111] Connection refused")

@@ -52,13 +52,24 @@ def show(ref: str) -> dict[str, Any]:
     return dict(json.loads(res.stdout))
 
 
+def commit_values(run: Any) -> dict[str, Any]:
+    """Each commit task's return value of ``run``, by version name."""
+    out = {}
+    for ti in run.get_task_instances():
+        if ti.task_id.startswith("commit_") and str(ti.state) == "success":
+            value = ti.xcom_pull(task_ids=ti.task_id)
+            out[value["name"]] = value
+    return out
+
+
 def test_both_branches_version_every_output(airflow_db: Path, dagbag: Any,
                                             cats: dict[str, Any]) -> None:
     run = dagbag.dags["stylegan2_train"].test(run_conf=train_conf(cats["pkl"]))
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert str(run.state) == "success", states
-    assert states["fetch_pretrained"] == "skipped"  # a local path needs no download
-    assert all(s == "success" for t, s in states.items() if t != "fetch_pretrained"), states
+    no_download = {"fetch_pretrained", "commit_pretrained_pickle"}  # a local path
+    assert {states[t] for t in no_download} == {"skipped"}, states
+    assert all(s == "success" for t, s in states.items() if t not in no_download), states
     dataset = f"cats-32@{cats['dataset']['id']}"
     versions = {name: show(f"{name}:latest") for name in OUTPUTS}
     for name, v in versions.items():
@@ -74,8 +85,12 @@ def test_both_branches_version_every_output(airflow_db: Path, dagbag: Any,
     assert versions["stylegan2-generated-pretrained"]["lineage"]["inputs"] == [
         f"stylegan2-pretrained-network@{pre['id']}"]
     gen = versions["stylegan2-generated-ours"]
+    stage = gen["meta"].pop("stage")  # what a later reuse returns, and the timing
     assert gen["meta"] == {"network": f"stylegan2-trained-network@{net['id']}",
                            "truncation_psi": 0.5, "seeds": [3, 4, 5]}
+    assert stage["task_id"] == "generate_ours" and stage["seconds"] > 0
+    assert stage["result"]["files"] == ["seed0003.png", "seed0004.png", "seed0005.png"]
+    assert stage["result"]["out"] == stage["out"]
     files = {f["path"] for f in gen["manifest"]["files"]}
     assert {"seed0003.png", "seed0004.png", "seed0005.png", "generate.json"} <= files
     trained = {f["path"] for f in net["manifest"]["files"]}
@@ -84,12 +99,35 @@ def test_both_branches_version_every_output(airflow_db: Path, dagbag: Any,
     evaluation = versions["stylegan2-evaluation-pretrained"]
     assert set(evaluation["meta"]["metrics"]["swd"]) == {"swd32", "swd16", "swd_avg"}
 
-    # the same run again: the same seeds of the same network give the same images
-    again = dagbag.dags["stylegan2_train"].test(run_conf=train_conf(cats["pkl"]))
+    # the same run recomputed: the same seeds of the same network give the same images,
+    # and the run still lists them (as used, made by the first run)
+    again = dagbag.dags["stylegan2_train"].test(run_conf=train_conf(cats["pkl"], cache=False))
     assert str(again.state) == "success"
+    commits = commit_values(again)
+    assert all(v["reused"] is None or v["reused"]["reason"] == "same-content"
+               for v in commits.values()), commits
     for name in ("stylegan2-generated-pretrained", "stylegan2-pretrained-network",
                  "stylegan2-generated-ours"):
         assert show(f"{name}:latest")["id"] == versions[name]["id"], name
+        assert commits[name]["created"] is False
+        reused = commits[name]["reused"]
+        assert (reused["reason"], reused["made_by"]) == (
+            "same-content", {"dag_id": "stylegan2_train", "run_id": run.run_id}), name
+        assert reused["key"] == commits[name]["lineage"]["cache"]["key"], name  # same key
+
+    # and unchanged with reuse on: no stage process starts, every output is a reuse
+    third = dagbag.dags["stylegan2_train"].test(run_conf=train_conf(cats["pkl"]))
+    assert str(third.state) == "success"
+    commits = commit_values(third)
+    assert {v["reused"]["reason"] for v in commits.values()} == {"cache"}, commits
+    assert {name: v["id"] for name, v in commits.items()} == {
+        name: show(f"{name}:latest")["id"] for name in OUTPUTS}
+    stage_tasks = {"import_pretrained", "evaluate_pretrained", "generate_pretrained", "train",
+                   "evaluate_ours", "generate_ours"}
+    for ti in third.get_task_instances():
+        if ti.task_id in stage_tasks:
+            assert ti.xcom_pull(task_ids=ti.task_id, key="reuse"), ti.task_id
+            assert ti.xcom_pull(task_ids=ti.task_id, key="stage_seconds") is None, ti.task_id
 
 
 def test_a_failed_branch_fails_the_run_but_keeps_the_other_branchs_versions(

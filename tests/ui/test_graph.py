@@ -71,7 +71,8 @@ def test_edges_follow_the_dag() -> None:
 
     dot = render("stylegan2_prepare", "dot", str(DAGS))
     assert '"task:inspect" -> "task:commit";' in dot
-    assert '"task:make_sample" -> "task:extract";' in dot
+    assert '"task:make_sample" -> "task:commit_sample";' in dot
+    assert '"task:commit_sample" -> "task:extract";' in dot
     assert '"task:extract" [label="extract [ ]"' in dot and "peripheries=2" in dot  # mapped
 
 
