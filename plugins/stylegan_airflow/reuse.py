@@ -218,7 +218,9 @@ class Decision:
             "key": key.key, "out": self.out, "made_by": made_by,
             "version": {"name": version.name, "id": version.id, "ref": version.ref,
                         "number": version.number}})
-        return relocate(stage_meta["result"], str(stage_meta.get("out") or self.out), self.out)
+        result: dict[str, Any] = relocate(stage_meta["result"],
+                                          str(stage_meta.get("out") or self.out), self.out)
+        return result
 
     # --- training continued -----------------------------------------------------------
 
@@ -250,7 +252,8 @@ class Decision:
             register_training(store, ckey, self.ti.dag_id, self.ti.run_id, out)
             self.log.info("training from scratch: %s", self.forced())
             return
-        candidates = [(s.kimg, 0, s.what, s.path, None)
+        candidates: list[tuple[float, int, str, Path | None, Any]] = [
+            (s.kimg, 0, s.what, s.path, None)
                       for s in left_snapshots(store, ckey, out, limit)]
         candidates += [(kimg, 1, f"{v.name}@{v.id} ({v.ref}, {kimg:g} kimg)", None, v)
                        for v, kimg in finished_networks(store, self.name, ckey, limit)]
@@ -261,20 +264,25 @@ class Decision:
             return
         kimg, _, what, path, version = max(candidates, key=lambda c: (c[0], c[1]))
         target = out / f"network-snapshot-{int(kimg):06d}"
+        # copied beside under a name --resume auto ignores, then renamed: a task killed
+        # mid-copy leaves no half snapshot for its retry to resume from
+        copying = out / f".{target.name}.copying"
+        staging = out.parent / f".{out.name}.continue-from"
         try:
             out.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(copying, ignore_errors=True)
             if version is not None:
-                staging = out.parent / f".{out.name}.continue-from"
                 store.checkout(f"{version.name}@{version.id}", staging, replace=True)
                 path = staging / "network-final"
-                shutil.copytree(path, target, copy_function=shutil.copyfile)
-                shutil.rmtree(staging, ignore_errors=True)
-            else:
-                shutil.copytree(path, target, copy_function=shutil.copyfile)
+            assert path is not None
+            shutil.copytree(path, copying, copy_function=shutil.copyfile)
+            copying.rename(target)
         except (StageError, OSError) as exc:  # damaged, or gone since it was listed
-            shutil.rmtree(target, ignore_errors=True)  # a half copy is no snapshot to resume
             self.log.warning("training from scratch: cannot continue from %s (%s)", what, exc)
             return
+        finally:
+            shutil.rmtree(copying, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)
         self.log.info("continuing training from %s (continuation key %s)", what, ckey[:16])
         self.ti.xcom_push(key=CONTINUED_XCOM, value=what)
 

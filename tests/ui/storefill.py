@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from stylegan_ops.store.base import now
 from stylegan_ops.store.local import Store
-from stylegan_ops.store.model import Lineage, Version
+from stylegan_ops.store.model import Lineage, Use, Version
+from stylegan_ops.store.reuse import CacheKey
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 PREPARE_RUN = "manual__2026-01-02T03:04:05+00:00"  # ':' and '+' must be quoted in links
 TRAIN_RUN = f"commit__{COMMIT}"
+# a seeds-only rerun: it reuses the networks and evaluations by cache key, makes new
+# generated images of ours, and generates the pretrained seeds again to the same bytes
+REUSE_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
+REUSE_RUN = f"commit__{REUSE_COMMIT}"
+LATER_RUN = "manual__2026-03-04T05:06:07+00:00"  # reuses the trained network once more
+CODE = "stylegan-ops 0.1.0 src " + "5" * 64
 
 
 def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
@@ -40,11 +50,12 @@ def metric(name: str, results: dict[str, float], network: str,
     detector: Any = "none" if name.startswith("swd") else {
         "name": "inception", "file": "inception.pb", "sha256": "0" * 64,
         "standard": not stand_in}
+    # as evaluate writes them: the network by content, no paths, no times
     return {"metric": name + ("@stand-in" if stand_in else ""), "standard_metric": name,
-            "results": results, "num_images": 64, "network": network,
-            "dataset": "/work/dataset", "dataset_sha256": "1" * 64, "detector": detector,
-            "real_stats": None, "truncation_psi": 1.0, "seed": 123, "seconds": 1.5,
-            "time": "2026-01-02T05:00:00+00:00"}
+            "results": results, "invalid": {}, "num_images": 64,
+            "network_sha256": hashlib.sha256(network.encode()).hexdigest(),
+            "dataset_sha256": "1" * 64, "resolution": 256, "detector": detector,
+            "truncation_psi": 1.0, "seed": 123, "batch": 32}
 
 
 def lineage(dag_id: str, run_id: str, task_id: str, inputs: tuple[str, ...] = (),
@@ -55,6 +66,27 @@ def lineage(dag_id: str, run_id: str, task_id: str, inputs: tuple[str, ...] = ()
 
 def pinned(v: Version) -> str:
     return f"{v.name}@{v.id}"
+
+
+def keyed(lin: Lineage, stage: str, args: tuple[str, ...], inputs: tuple[str, ...] = (),
+          continues: str | None = None, continued_from: str | None = None) -> Lineage:
+    """``lin`` with the cache key record a stage task with these parts commits."""
+    key = CacheKey(stage, args, inputs, CODE)
+    return replace(lin, cache=key.record(continues), continued_from=continued_from)
+
+
+def key_of(v: Version) -> str:
+    assert v.lineage.cache is not None, v.ref
+    return str(v.lineage.cache["key"])
+
+
+def use(store: Store, v: Version, run_id: str, task_id: str, reason: str = "cache",
+        key: str | None = None, try_number: int = 1) -> Use:
+    """Record that a task of ``run_id`` used ``v``, as the commit task does."""
+    record = Use(v.name, v.number, v.id, now(), reason, "stylegan2_train", run_id, task_id,
+                 try_number, key or key_of(v), v.lineage.dag_id, v.lineage.run_id)
+    store.record_use(record)
+    return record
 
 
 def fill(root: Path, work: Path) -> dict[str, Version]:
@@ -78,7 +110,8 @@ def fill(root: Path, work: Path) -> dict[str, Version]:
     pre = commit("prenet", "stylegan2-pretrained-network", {
         "network-snapshot-imported/config.json": {"resolution": 256},
         "network-snapshot-imported/weights.npz": b"npz"},
-        lineage("stylegan2_train", TRAIN_RUN, "commit_pretrained_network", (data,)))
+        keyed(lineage("stylegan2_train", TRAIN_RUN, "commit_pretrained_network", (data,)),
+              "import", ("--pickle", "sha256:" + "6" * 64)))
     for i in (1, 2):
         files: dict[str, Any] = {
             "config.json": {"config": "small"}, "stats.jsonl": [{"kimg": 4}],
@@ -88,15 +121,24 @@ def fill(root: Path, work: Path) -> dict[str, Version]:
             "network-final/weights.npz": b"w" * i}
         if i == 2:
             files["fakes000008.png"] = png(64, 32, (120, 120, 120))
-        commit(f"ournet{i}", "stylegan2-trained-network", files,
-               lineage("stylegan2_train", TRAIN_RUN, "commit_trained_network", (data,),
-                       total_kimg=4 * i))
+        # v2 trained on from v1's finished network: same key but for the length
+        commit(f"ournet{i}", "stylegan2-trained-network", files, keyed(
+            lineage("stylegan2_train", TRAIN_RUN, "commit_trained_network", (data,),
+                    total_kimg=4 * i),
+            "train", ("--data", "<run>/dataset", "--config", "small", "--total-kimg",
+                      str(4 * i)), (data,), "--total-kimg",
+            f"{pinned(made['ournet1'])} (stylegan2-trained-network:v1, 4 kimg)"
+            if i == 2 else None))
     pre_ref = pinned(pre)
     commit("eval_pre", "stylegan2-evaluation-pretrained", {
         "metric-fid50k.jsonl": [metric("fid50k", {"fid50k": 6.93}, pre_ref)],
         "metric-swd.jsonl": [metric("swd", {"swd32": 3.0, "swd_avg": 2.5}, pre_ref)]},
-        lineage("stylegan2_train", TRAIN_RUN, "commit_pretrained_evaluation", (pre_ref, data)),
-        {"metrics": {"fid50k": 6.93}, "network": pre_ref})
+        keyed(lineage("stylegan2_train", TRAIN_RUN, "commit_pretrained_evaluation",
+                      (pre_ref, data)), "evaluate", ("--metrics", "fid50k,swd"), (pre_ref, data)),
+        {"metrics": {"fid50k": 6.93}, "network": pre_ref,
+         "stage": {"task_id": "evaluate_pretrained", "seconds": 45.0, "result": {
+             "out": "/work/evaluation-pretrained-1", "results": {"fid50k": {"fid50k": 6.93}},
+             "seconds": {"fid50k": 41.5, "swd": 2.25}, "real_stats": {"fid50k": "cached"}}}})
     for i, (fid, swd) in enumerate([(95.5, 9.0), (80.25, 7.5)], start=1):
         net = pinned(made[f"ournet{i}"])
         commit(f"eval_ours{i}", "stylegan2-evaluation-ours", {
@@ -104,8 +146,9 @@ def fill(root: Path, work: Path) -> dict[str, Version]:
                 metric("fid50k", {"fid50k@stand-in": fid + 1}, net, stand_in=True),
                 metric("fid50k", {"fid50k@stand-in": fid}, net, stand_in=True)],
             "metric-swd.jsonl": [metric("swd", {"swd32": swd, "swd_avg": swd - 1}, net)]},
-            lineage("stylegan2_train", TRAIN_RUN, "commit_ours_evaluation", (net, data),
-                    total_kimg=4 * i),
+            keyed(lineage("stylegan2_train", TRAIN_RUN, "commit_ours_evaluation", (net, data),
+                          total_kimg=4 * i), "evaluate", ("--metrics", "fid50k,swd"),
+                  (net, data)),
             {"metrics": {"fid50k@stand-in": fid}, "network": net})
     for key, name, net in (("gen_pre", "stylegan2-generated-pretrained", pre_ref),
                            ("gen_ours", "stylegan2-generated-ours",
@@ -114,6 +157,29 @@ def fill(root: Path, work: Path) -> dict[str, Version]:
         commit(key, name, {
             **{f"seed{s}.png": png(32, 32, (s % 256, 80, 120)) for s in seeds},
             "generate.json": {"network": "/work/net", "seeds": seeds, "truncation_psi": 0.5}},
-            lineage("stylegan2_train", TRAIN_RUN, f"commit_{key}", (net,)),
+            keyed(lineage("stylegan2_train", TRAIN_RUN, f"commit_{key}", (net,)), "generate",
+                  ("--seeds", "6600-6602", "--truncation-psi", "0.5"), (net,)),
             {"network": net, "truncation_psi": 0.5, "seeds": seeds})
+    reuse(store, made, commit)
     return made
+
+
+def reuse(store: Store, made: dict[str, Version], commit: Any) -> None:
+    """REUSE_RUN: the seeds-only rerun. Everything but ours' generated images is reused;
+    its commit task of the trained network was retried (one row, two records)."""
+    net = pinned(made["ournet2"])
+    seeds = [6603, 6604, 6605]
+    commit("gen_ours2", "stylegan2-generated-ours", {
+        **{f"seed{s}.png": png(32, 32, (s % 256, 90, 30)) for s in seeds},
+        "generate.json": {"network": "/work/net", "seeds": seeds, "truncation_psi": 0.5}},
+        keyed(replace(lineage("stylegan2_train", REUSE_RUN, "commit_gen_ours", (net,)),
+                      git_commit=REUSE_COMMIT), "generate",
+              ("--seeds", "6603-6605", "--truncation-psi", "0.5"), (net,)),
+        {"network": net, "truncation_psi": 0.5, "seeds": seeds})
+    use(store, made["prenet"], REUSE_RUN, "commit_pretrained_network")
+    use(store, made["ournet2"], REUSE_RUN, "commit_trained_network")
+    use(store, made["ournet2"], REUSE_RUN, "commit_trained_network", try_number=2)
+    use(store, made["eval_pre"], REUSE_RUN, "commit_pretrained_evaluation")
+    use(store, made["eval_ours2"], REUSE_RUN, "commit_ours_evaluation")
+    use(store, made["gen_pre"], REUSE_RUN, "commit_gen_pre", "same-content")
+    use(store, made["ournet2"], LATER_RUN, "commit_trained_network")

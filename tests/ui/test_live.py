@@ -32,7 +32,7 @@ from tests.ui.browser import (
     tall_or_broken,
     wait_for,
 )
-from tests.ui.storefill import PREPARE_RUN, TRAIN_RUN, fill
+from tests.ui.storefill import PREPARE_RUN, REUSE_RUN, TRAIN_RUN, fill
 
 pytestmark = [pytest.mark.scheduler, pytest.mark.airflow]
 
@@ -198,6 +198,24 @@ def test_the_page_renders_in_chromium_after_the_airflow_login(live: Live, browse
     assert browser.execute_script(OVERFLOW) <= 0
     browser.switch_to.default_content()
     browser.save_screenshot(str(artifacts() / "stylegan-run-tab-train.png"))
+
+    # a seeds-only rerun's tab marks what it reused; "last computed by" opens the page of
+    # the run that computed it in the same frame (Airflow's sandbox allows no other)
+    created = live.stack.api("POST", "/api/v2/dags/stylegan2_train/dagRuns", {
+        "dag_run_id": REUSE_RUN, "logical_date": None, "conf": {}})
+    assert created is not None
+    browser.get(f"{url}/dags/stylegan2_train/runs/{REUSE_RUN}/plugin/stylegan2-run-versions")
+    frame = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "iframe"), "the rerun tab")
+    browser.switch_to.frame(frame)
+    links = wait_for(lambda: browser.find_elements(
+        By.CSS_SELECTOR, 'tr[data-origin="reused"] td.task a.run'), "the reused rows")
+    assert len(links) == 5 and len(browser.find_elements(
+        By.CSS_SELECTOR, 'tr[data-origin="made"]')) == 1
+    links[0].click()
+    wait_for(lambda: len(browser.execute_script(RUN_ROWS)) == 8, "the computing run's rows")
+    assert TRAIN_RUN in browser.find_element(By.CSS_SELECTOR, "h1.run-title").text
+    browser.switch_to.default_content()
+    assert browser.current_url.endswith(f"/runs/{REUSE_RUN}/plugin/stylegan2-run-versions")
 
 
 def test_the_api_server_draws_graphs_from_the_serialized_dags(live: Live) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -10,7 +11,17 @@ from urllib.parse import quote, unquote
 import pytest
 
 from tests.ui.conftest import HTML
-from tests.ui.storefill import COMMIT, PREPARE_RUN, TRAIN_RUN, pinned
+from tests.ui.storefill import (
+    CODE,
+    COMMIT,
+    LATER_RUN,
+    PREPARE_RUN,
+    REUSE_RUN,
+    TRAIN_RUN,
+    key_of,
+    pinned,
+    tree,
+)
 
 NAMES = ["lsun-cat-256", "stylegan2-pretrained-network", "stylegan2-trained-network",
          "stylegan2-evaluation-pretrained", "stylegan2-evaluation-ours",
@@ -68,6 +79,141 @@ def test_version_page_shows_lineage_params_meta_and_files(client: Any) -> None:
         assert f"/{path}\"" in html
 
 
+@pytest.mark.parametrize(("ref", "lines"), [
+    pytest.param("stylegan2-evaluation-pretrained:v1",
+                 ["fid50k: 64 images, detector inception, ψ 1.0, seed 123, 41.5 s",
+                  "swd: 64 images, detector none, ψ 1.0, seed 123, 2.25 s"], id="meta-seconds"),
+    pytest.param("stylegan2-evaluation-ours:v2",
+                 ["fid50k@stand-in: 64 images, detector inception, ψ 1.0, seed 123",
+                  "swd: 64 images, detector none, ψ 1.0, seed 123"], id="no-seconds"),
+])
+def test_evaluation_records_show_their_options_and_the_metas_timings(
+        client: Any, ref: str, lines: list[str]) -> None:
+    """Records carry no timings (identical evaluations are one version): the seconds come
+    from the version's meta, and a version without them shows none rather than 'None s'."""
+    html = client.get(f"/versions/{ref}", headers=HTML).text
+    shown = re.findall(r'<p class="muted small">([^<]*)</p>', html)
+    assert [s for s in shown if " images, detector " in s] == lines
+
+
+def tab(run_id: str) -> str:
+    """A run's page: what its tab in the Airflow UI shows (links to it stay in the frame)."""
+    return f"/runs/stylegan2_train/{quote(run_id, safe='')}"
+
+
+def section(html: str, start: str, end: str) -> str:
+    found = re.search(f"{start}(.*?){end}", html, re.S)
+    assert found is not None, start
+    return found.group(1)
+
+
+def plain(fragment: str) -> str:
+    return " ".join(html_unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
+
+
+@pytest.mark.parametrize(("ref", "uses"), [
+    pytest.param("stylegan2-trained-network:v2", [
+        (LATER_RUN, "commit_trained_network try 1", "cache hit"),
+        (REUSE_RUN, "commit_trained_network try 2", "cache hit"),
+        (REUSE_RUN, "commit_trained_network try 1", "cache hit")], id="reused-thrice"),
+    pytest.param("stylegan2-generated-pretrained:v1", [
+        (REUSE_RUN, "commit_gen_pre try 1", "same content")], id="same-content"),
+    pytest.param("stylegan2-generated-ours:v2", [], id="never-reused"),
+])
+def test_version_page_says_who_computed_it_and_which_runs_reused_it(
+        client: Any, filled: tuple[Path, Any], ref: str,
+        uses: list[tuple[str, str, str]]) -> None:
+    version = client.get(f"/api/versions/{ref}").json()
+    html = client.get(f"/versions/{ref}", headers=HTML).text
+    reuse = section(html, '<div class="reuse" id="reuse">', "</div>")
+    maker = version["lineage"]["run_id"]
+    computed = section(reuse, '<td id="computed-by">', "</td>")
+    assert plain(computed).startswith(f"run {maker} (stylegan2_train, task ")
+    assert f'href="{tab(maker)}" title=' in computed
+    rows = re.findall(r'<tr data-run="([^"]+)"><td>(.*?)</td>\s*<td>(.*?)</td>\s*'
+                      r'<td class="reason">(.*?)</td>', reuse, re.S)
+    assert [(run, plain(task), plain(why).split(" key ")[0]) for run, _, task, why in rows] \
+        == uses
+    for run, link, _, _ in rows:  # each run links to its own page (the ids quoted)
+        assert f'href="{tab(run)}" title=' in link
+    if not uses:
+        assert "No later run has reused this version." in reuse
+    assert [(u["run_id"], f"{u['task_id']} try {u['try_number']}", u["why"])
+            for u in version["uses"]] == uses
+    index = client.get("/", headers=HTML).text
+    runs = len({u[0] for u in uses})
+    badge = f'href="/versions/{quote(ref, safe=":@")}#reuse">reused by {runs} run'
+    assert (badge in index) == bool(uses), badge
+
+
+def test_version_page_shows_its_cache_key_and_what_went_into_it(
+        client: Any, filled: tuple[Path, Any]) -> None:
+    made = filled[1]
+    net1, net2, data = made["ournet1"], made["ournet2"], made["data2"]
+    html = client.get("/versions/stylegan2-trained-network:v2", headers=HTML).text
+    reuse = section(html, '<div class="reuse" id="reuse">', "</div>")
+    key = key_of(net2)
+    assert f'<code title="{key}">{key[:12]}</code>' in reuse
+    assert "<code>train</code>" in reuse
+    assert ("<code>--data &lt;run&gt;/dataset --config small --total-kimg 8</code>"
+            in section(reuse, '<td class="cache-args">', "</td>"))
+    inputs = section(reuse, '<td class="cache-inputs">', "</td>")
+    assert f'href="/versions/{quote(pinned(data), safe=":@")}"' in inputs
+    assert ">lsun-cat-256:v2</a>" in inputs
+    assert f"<code>{CODE}</code>" in section(reuse, '<td class="cache-code">', "</td>")
+    assert net2.lineage.cache is not None
+    ckey = net2.lineage.cache["continue_key"]
+    assert net1.lineage.cache is not None  # v1: the same key but for the training length
+    assert ckey == net1.lineage.cache["continue_key"] and ckey not in (key, key_of(net1))
+    assert f'<code title="{ckey}">{ckey[:12]}</code>' in reuse
+    continued = section(reuse, '<td id="continued-from">', "</td>")
+    assert f'href="/versions/{quote(pinned(net1), safe=":@")}"' in continued
+    assert plain(continued) == ("stylegan2-trained-network:v1 "
+                                "(stylegan2-trained-network:v1, 4 kimg)")
+    api = client.get("/api/versions/stylegan2-trained-network:v2").json()
+    assert api["cache"]["key"] == key and api["cache"]["stage"] == "train"
+    assert [i["label"] for i in api["cache"]["inputs"]] == ["lsun-cat-256:v2"]
+    assert api["continued"]["link"] == pinned(net1)
+    # a version made before keys were recorded says so, and continues from nothing
+    old = client.get("/versions/lsun-cat-256:v1", headers=HTML).text
+    assert "none recorded (made by a task that computes none" in old
+    assert 'id="continued-from"' not in old
+    assert client.get("/api/versions/lsun-cat-256:v1").json()["cache"] is None
+
+
+@pytest.mark.parametrize("cache", [
+    pytest.param({}, id="no-parts"),
+    pytest.param({"parts": "not an object"}, id="parts-a-string"),
+    pytest.param({"parts": {"args": "--one --string", "inputs": "lsun@nothex", "code": {"a": 1},
+                            "stage": 7}}, id="parts-of-odd-types"),
+    pytest.param({"parts": {"args": [1, None, ["x"]], "inputs": [5, "bad ref"]},
+                  "continue_key": ["not", "a", "key"]}, id="odd-lists"),
+])
+def test_odd_cache_parts_are_shown_as_recorded_not_fatal(tmp_path: Path,
+                                                         cache: dict[str, Any]) -> None:
+    """Only the key of a lineage's cache record is checked on reading: whatever else a
+    foreign or older writer put there is shown as text, never a 500."""
+    from fastapi.testclient import TestClient
+    from stylegan_airflow.ui import create_app
+    from stylegan_airflow.ui.auth import require_user
+
+    from stylegan_ops.store.local import Store
+    from stylegan_ops.store.model import Lineage
+
+    key = "7" * 64
+    Store(tmp_path / "store").snapshot(
+        tree(tmp_path / "src", {"dataset.json": {"count": 1}}), "odd", (),
+        Lineage(dag_id="d", run_id="r", cache={"key": key, **cache},
+                continued_from="odd@zzzz not a ref"))
+    app = create_app(tmp_path / "store")
+    app.dependency_overrides[require_user] = lambda: "tester"
+    c = TestClient(app)
+    res = c.get("/versions/odd:v1", headers=HTML)
+    assert res.status_code == 200 and f'<code title="{key}">{key[:12]}</code>' in res.text
+    assert plain(section(res.text, '<td id="continued-from">', "</td>")) == "odd@zzzz not a ref"
+    assert c.get("/api/versions/odd:v1").json()["cache"]["key"] == key
+
+
 def test_run_page_lists_what_the_run_committed(client: Any) -> None:
     html = client.get(f"/runs/stylegan2_train/{TRAIN_RUN}", headers=HTML).text
     for name in NAMES[1:]:
@@ -84,7 +230,7 @@ def test_api_versions_has_lineage_links_and_tags(client: Any) -> None:
     data_v1 = by_name["lsun-cat-256"]["versions"][-1]
     assert data_v1["tags"] == ["demo"] and data_v1["kind"] == "dataset"
     assert data_v1["run_url"].startswith("/dags/stylegan2_prepare/runs/manual__2026")
-    one = client.get("/api/versions/stylegan2-generated-ours:latest").json()
+    one = client.get("/api/versions/stylegan2-generated-ours:v1").json()
     assert one["generation"] == {"network": one["lineage"]["inputs"][0],
                                  "truncation_psi": 0.5, "seeds": [6600, 6601, 6602]}
     assert one["manifest"]["files"][0]["path"] == "generate.json"
@@ -118,9 +264,9 @@ def test_images_page_shows_reals_progress_and_seeds_with_their_network(
     assert [t.rsplit("/", 1)[-1] for t in progress] == [
         "reals.png", "fakes_init.png", "fakes000004.png", "fakes000008.png"]
     assert "fakes at 8 kimg" in html
-    gen = pinned(made["gen_ours"])
+    gen = pinned(made["gen_ours2"])  # the newest generated images: the seeds-only rerun's
     assert [t.rsplit("/", 1)[-1] for t in thumbs if gen in unquote(t)] == [
-        "seed6600.png", "seed6601.png", "seed6602.png"]
+        "seed6603.png", "seed6604.png", "seed6605.png"]
     assert "ψ = <strong>0.5</strong>" in html and f"/versions/{net2}" in hrefs(html)
     chosen = client.get("/images?generated=stylegan2-generated-pretrained:v1&run="
                         "stylegan2-trained-network:v1", headers=HTML).text

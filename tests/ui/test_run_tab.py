@@ -28,7 +28,19 @@ from tests.ui.browser import (
     wait_for,
 )
 from tests.ui.conftest import HTML
-from tests.ui.storefill import PREPARE_RUN, TRAIN_RUN, fill, lineage, pinned, png, tree
+from tests.ui.storefill import (
+    LATER_RUN,
+    PREPARE_RUN,
+    REUSE_COMMIT,
+    REUSE_RUN,
+    TRAIN_RUN,
+    fill,
+    key_of,
+    lineage,
+    pinned,
+    png,
+    tree,
+)
 
 # A run id as Airflow writes a scheduled one, a task id past what a column shows, and an
 # input pulled from elsewhere that this store does not hold.
@@ -39,6 +51,21 @@ TRAIN_ROWS = ["stylegan2-pretrained-network:v1", "stylegan2-trained-network:v2",
               "stylegan2-trained-network:v1", "stylegan2-evaluation-ours:v2",
               "stylegan2-evaluation-ours:v1", "stylegan2-evaluation-pretrained:v1",
               "stylegan2-generated-ours:v1", "stylegan2-generated-pretrained:v1"]
+# the seeds-only rerun's tab: (ref, made or reused, the task of the rerun, why, the key)
+REUSE_ROWS = [
+    ("stylegan2-pretrained-network:v1", "reused", "commit_pretrained_network", "cache", "prenet"),
+    ("stylegan2-trained-network:v2", "reused", "commit_trained_network", "cache", "ournet2"),
+    ("stylegan2-evaluation-ours:v2", "reused", "commit_ours_evaluation", "cache", "eval_ours2"),
+    ("stylegan2-evaluation-pretrained:v1", "reused", "commit_pretrained_evaluation", "cache",
+     "eval_pre"),
+    ("stylegan2-generated-ours:v2", "made", "commit_gen_ours", None, None),
+    # generated again to the same bytes: before reuse was recorded, this row was missing
+    ("stylegan2-generated-pretrained:v1", "reused", "commit_gen_pre", "same-content",
+     "gen_pre"),
+]
+# where "last computed by" leads: that run's page, in the same frame (the Airflow UI's
+# sandbox keeps a plugin frame from navigating the window around it)
+TRAIN_PAGE = f"/runs/stylegan2_train/{quote(TRAIN_RUN, safe='')}"
 # the width of the run tab's frame inside the Airflow UI in a 1400 px wide window
 FRAME_WIDTH = 1030
 
@@ -86,7 +113,7 @@ def run_tab(client: Any, dag_id: str, run_id: str) -> dict[str, dict[str, str]]:
     res = client.get(f"/runs/{dag_id}/{quote(run_id, safe='')}", headers=HTML)
     assert res.status_code == 200, res.text
     rows = {}
-    for ref, body in re.findall(r'<tr data-ref="([^"]+)">(.*?)</tr>', res.text, re.S):
+    for ref, body in re.findall(r'<tr data-ref="([^"]+)"[^>]*>(.*?)</tr>', res.text, re.S):
         rows[ref] = {m.group(1).split()[0]: m.group(2) for m in
                      re.finditer(r'<td class="([^"]+)">(.*?)</td>', body, re.S)}
     return rows
@@ -177,6 +204,71 @@ def test_evaluation_rows_show_their_numbers(client: Any, ref: str, numbers: str,
     assert text(cells[ref]["preview"]) == numbers
     api = client.get(f"/api/runs/stylegan2_train/{TRAIN_RUN}").json()["versions"]
     assert next(v for v in api if v["ref"] == ref)["results"] == results
+
+
+# --- made or reused ---------------------------------------------------------------------
+
+def origins(client: Any, dag_id: str, run_id: str) -> list[tuple[str, str]]:
+    """(ref, data-origin) of each row of a run's tab, in page order."""
+    html = client.get(f"/runs/{dag_id}/{quote(run_id, safe='')}", headers=HTML).text
+    return re.findall(r'<tr data-ref="([^"]+)" data-origin="([^"]+)">', html)
+
+
+@pytest.mark.parametrize(("run_id", "rows"), [
+    pytest.param(REUSE_RUN, [(r[0], r[1]) for r in REUSE_ROWS], id="seeds-only-rerun"),
+    pytest.param(LATER_RUN, [("stylegan2-trained-network:v2", "reused")], id="reused-only"),
+    pytest.param(TRAIN_RUN, [(ref, "made") for ref in TRAIN_ROWS], id="made-only"),
+])
+def test_a_runs_tab_lists_what_it_made_and_what_it_reused(client: Any, run_id: str,
+                                                          rows: list[tuple[str, str]]) -> None:
+    """One row per version, the retried commit's second use record included; a run's own
+    versions are made, whatever later runs did with them."""
+    assert origins(client, "stylegan2_train", run_id) == rows
+    api = client.get(f"/api/runs/stylegan2_train/{quote(run_id, safe='')}").json()
+    assert [(v["ref"], v["origin"]) for v in api["versions"]] == rows
+    assert api["skipped"] == {}
+
+
+@pytest.mark.parametrize(("ref", "origin", "task", "reason", "key"),
+                         [pytest.param(*r, id=r[0].split(":")[0][10:] or r[0]) for r in REUSE_ROWS])
+def test_each_reused_row_says_it_was_reused_and_links_the_run_that_computed_it(
+        client: Any, filled: tuple[Path, Any], ref: str, origin: str, task: str,
+        reason: str | None, key: str | None) -> None:
+    made = filled[1]
+    cells = run_tab(client, "stylegan2_train", REUSE_RUN)[ref]
+    shown = text(cells["task"])
+    api = next(v for v in client.get(f"/api/runs/stylegan2_train/{quote(REUSE_RUN, safe='')}"
+                                     ).json()["versions"] if v["ref"] == ref)
+    if origin == "made":
+        assert shown.startswith(f"{task} made try 1 · ") and shown.endswith(" UTC")
+        assert api["reused"] is None and api["lineage"]["run_id"] == REUSE_RUN
+        return
+    assert key is not None
+    # the task of this run that reused it, then the mark and the run that computed it
+    assert shown == f"{task} reused last computed by 0123456789a…"
+    link = re.search(r'<a class="run" href="([^"]+)" title="([^"]+)">', cells["task"])
+    assert link is not None and (htmllib.unescape(link.group(1)), htmllib.unescape(
+        link.group(2))) == (TRAIN_PAGE, f"stylegan2_train / {TRAIN_RUN}: the versions it "
+                                        "made or reused")
+    why = {"cache": "cache hit", "same-content": "same content"}[str(reason)]
+    assert f'title="reused ({why}) by try 1 at ' in cells["task"]
+    assert api["reused"]["reason"] == reason and api["reused"]["key"] == key_of(made[key])
+    assert api["reused"]["made_by"] == {"dag_id": "stylegan2_train", "run_id": TRAIN_RUN,
+                                        "url": TRAIN_PAGE}
+    assert (api["reused"]["task_id"], api["reused"]["try_number"]) == (task, 1)
+    assert api["lineage"]["run_id"] == TRAIN_RUN  # the version itself is unchanged
+
+
+def test_a_rerun_names_its_own_commit_and_counts_made_and_reused(client: Any) -> None:
+    html = client.get(f"/runs/stylegan2_train/{quote(REUSE_RUN, safe='')}", headers=HTML).text
+    assert "Versions made or reused by" in html
+    assert f'<code title="{REUSE_COMMIT}">{REUSE_COMMIT[:12]}</code>' in html
+    assert TRAIN_RUN.removeprefix("commit__")[:12] not in re.sub(r"<[^>]+>", "", html.split(
+        "<table", 1)[0])  # the commit of the reused versions' run is not this run's
+    counts = re.search(r'<p class="muted small" id="run-origin">(.*?)</p>', html)
+    assert counts is not None and text(counts.group(1)) == (
+        "1 made by this run, 5 reused from earlier runs (same cache key, or the same content "
+        "made again).")
 
 
 def test_other_rows_show_a_preview_not_numbers(client: Any) -> None:
@@ -335,3 +427,60 @@ def test_run_tab_rows_stay_about_two_lines_high_in_chromium(
             "lsun-cat-256:v1", "lsun-cat-256:v2", "stylegan2-trained-network:v2"]
         assert browser.execute_script(OVERFLOW) <= 0
         browser.save_screenshot(str(artifacts() / "stylegan-run-tab-inputs.png"))
+
+
+# each row's mark as the browser shows it: its text, colour, and the link to the run that
+# computed a reused version (resolved by the browser, with where it opens)
+MARKS = """
+return Array.from(document.querySelectorAll('table.run-versions tbody tr')).map(tr => {
+  const mark = tr.querySelector('td.task .origin-mark');
+  const link = tr.querySelector('td.task a.run');
+  return {ref: tr.dataset.ref, text: tr.querySelector('td.task small').innerText,
+          mark: mark.innerText, colour: getComputedStyle(mark).backgroundColor,
+          shown: mark.getBoundingClientRect().width > 0,
+          href: link && link.href, target: link && link.target};
+});
+"""
+
+
+@pytest.mark.browser
+def test_the_rerun_tab_marks_reused_rows_in_chromium(
+        filled: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from selenium.webdriver.common.by import By
+
+    monkeypatch.setenv("STYLEGAN_CACHE", str(tmp_path / "cache"))
+    with served(app_over(filled[0])) as url, chromium(FRAME_WIDTH, 900) as browser:
+        browser.get(f"{url}/runs/stylegan2_train/{quote(REUSE_RUN, safe='')}")
+        rows = wait_for(lambda: browser.execute_script(RUN_ROWS), "the rerun's rows")
+        assert [r["ref"] for r in rows] == [r[0] for r in REUSE_ROWS]
+        assert tall_or_broken(rows) == []  # the mark fits in the two lines a row has
+        assert browser.execute_script(OVERFLOW) <= 0
+        marks = browser.execute_script(MARKS)
+        assert [(m["ref"], m["mark"]) for m in marks] == [
+            (r[0], r[1].upper()) for r in REUSE_ROWS]
+        assert all(m["shown"] for m in marks)
+        assert len({m["colour"] for m in marks}) == 2  # made and reused look different
+        for m in marks:
+            if m["mark"] == "REUSED":
+                assert m["text"] == "REUSED last computed by 0123456789a…", m
+                assert (m["href"], m["target"]) == (url + TRAIN_PAGE, ""), m
+            else:
+                assert m["href"] is None and m["text"].startswith("MADE try 1 · "), m
+        browser.save_screenshot(str(artifacts() / "stylegan-run-tab-reused.png"))
+
+        # the reused network's own page: who computed it, and every run that reused it
+        browser.find_element(
+            By.CSS_SELECTOR, 'tr[data-ref="stylegan2-trained-network:v2"] a.ref').click()
+        uses = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "table#uses tbody tr"),
+                        "the version's uses")
+        assert [u.get_attribute("data-run") for u in uses] == [LATER_RUN, REUSE_RUN, REUSE_RUN]
+        computed = browser.find_element(By.ID, "computed-by")
+        assert computed.text.startswith(f"run {TRAIN_RUN} (stylegan2_train, task "
+                                        "commit_trained_network, ")
+        assert computed.find_element(By.TAG_NAME, "a").get_attribute("href") == url + TRAIN_PAGE
+        browser.save_screenshot(str(artifacts() / "stylegan-version-reuse.png"))
+
+        # and the run that computed it is one click away
+        computed.find_element(By.TAG_NAME, "a").click()
+        rows = wait_for(lambda: browser.execute_script(RUN_ROWS), "the computing run's rows")
+        assert [r["ref"] for r in rows] == TRAIN_ROWS

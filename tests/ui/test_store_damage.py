@@ -4,7 +4,10 @@ served as good."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,13 +16,17 @@ from urllib.parse import quote
 import pytest
 
 from tests.ui.conftest import HTML, ROOT
-from tests.ui.storefill import PREPARE_RUN, fill
+from tests.ui.storefill import PREPARE_RUN, REUSE_RUN, fill
 
 PAGES = ["/", "/names/lsun-cat-256", "/versions/lsun-cat-256:v1", "/metrics", "/images",
          "/compare?a=lsun-cat-256:v1&b=stylegan2-trained-network:v2", "/api/versions",
          "/api/metrics", f"/runs/stylegan2_prepare/{quote(PREPARE_RUN, safe='')}",
-         "/files/lsun-cat-256:v1/dataset.json", "/thumbs/128/lsun-cat-256:v1/reals.png"]
+         "/files/lsun-cat-256:v1/dataset.json", "/thumbs/128/lsun-cat-256:v1/reals.png",
+         f"/runs/stylegan2_train/{quote(REUSE_RUN, safe='')}",
+         f"/api/runs/stylegan2_train/{quote(REUSE_RUN, safe='')}",
+         "/versions/stylegan2-trained-network:v2", "/api/versions/stylegan2-trained-network:v2"]
 V2 = "names/lsun-cat-256/versions/000002.json"
+USES = "names/stylegan2-trained-network/uses"  # the rerun's (tries 1 and 2), a later run's
 
 
 def replace(path: Path, how: str) -> None:
@@ -36,6 +43,24 @@ def replace(path: Path, how: str) -> None:
         path.write_text('{"number": "2", "name": 7}')
 
 
+def first_use(root: Path) -> Path:
+    return sorted((root / USES).iterdir())[0]  # the rerun's try 1: try 2 still says it
+
+
+def use_of_no_version(root: Path) -> None:
+    """A well-formed record of a version that is not there (written by hand: the store
+    refuses to record one)."""
+    path = first_use(root)
+    record = json.loads(path.read_text())
+    (root / USES / "00000000000000000001-0000abcd.json").write_text(
+        json.dumps({**record, "number": 9}))
+
+
+def uses_a_file(root: Path) -> None:
+    shutil.rmtree(root / USES)
+    (root / USES).write_text("not a folder")
+
+
 def caches(root: Path) -> None:
     for p in root.glob("state/*/*.json"):
         replace(p, "truncated")
@@ -50,6 +75,12 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "tag-truncated": lambda r: replace(r / "names/lsun-cat-256/tags/demo.json", "truncated"),
     "bad-name-dir": lambda r: (r / "names/Not A Name/versions").mkdir(parents=True),
     "caches-truncated": caches,
+    "use-truncated": lambda r: replace(first_use(r), "truncated"),
+    "use-wrong-types": lambda r: replace(first_use(r), "types"),
+    "use-is-a-dir": lambda r: replace(first_use(r), "dir"),
+    "use-stray-file": lambda r: (r / USES / "notes.txt").write_text("hello"),
+    "use-of-no-version": use_of_no_version,
+    "uses-a-file": uses_a_file,
 }
 
 
@@ -86,9 +117,18 @@ def test_a_damaged_store_never_answers_500_or_404s_whole(app_over: Callable[[Pat
         assert res.status_code == 200, (url, res.status_code, res.text[:300])
     index = client.get("/", headers=HTML).text
     assert 'data-name="lsun-cat-256"' in index and 'data-name="ghost"' not in index
-    if damage.startswith(("record", "tag", "bad-name")):
+    if damage.startswith(("record", "tag", "bad-name", "use")):
         assert "damaged record" in index  # said, not hidden
         assert client.get("/api/versions").json()["skipped"]
+    if damage.startswith("use"):  # the rerun's tab still lists what it could read, and says
+        run = client.get(PAGES[-4], headers=HTML).text
+        assert "damaged record" in run and f"<code>{USES}" in run
+        reused = re.findall(r'<tr data-ref="([^"]+)" data-origin="reused">', run)
+        expected = 4 if damage == "uses-a-file" else 5  # the retry's record stands in
+        assert len(reused) == expected and ("stylegan2-trained-network:v2" in reused) == (
+            damage != "uses-a-file")
+        page = client.get("/versions/stylegan2-trained-network:v2", headers=HTML).text
+        assert "damaged record" in page and 'id="uses"' in page
     if damage.startswith("record"):
         res = client.get("/versions/lsun-cat-256:v2", headers=HTML)
         assert res.status_code == 404 and "damaged records" in res.text

@@ -55,12 +55,21 @@ def truncated(text: object, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+def short_run(run_id: object, width: int) -> str:
+    """A run id where a cell is narrow: without the ``manual__``/``scheduled__``/``commit__``
+    kind that every run shares a few of, cut to ``width`` (the page gives it whole in a
+    title)."""
+    text = str(run_id or "")
+    kind, sep, rest = text.partition("__")
+    return truncated(rest if sep and kind.isalpha() and rest else text, width)
+
+
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("stylegan_airflow.ui", "templates"),
                       autoescape=select_autoescape(("html",)), trim_blocks=True,
                       lstrip_blocks=True)
     env.filters.update({"size": human_size, "short": lambda s: str(s or "")[:12],
-                        "shortref": short_ref, "trunc": truncated,
+                        "shortref": short_ref, "trunc": truncated, "shortrun": short_run,
                         "q": lambda s: quote(str(s), safe=":@"),
                         "qpath": lambda s: quote(str(s), safe="/")})
     env.tests["ref"] = lambda s: isinstance(s, str) and ref_of_input(s) is not None
@@ -124,20 +133,26 @@ def name_page(request: Request, name: str, cat: Catalog = CatalogDep) -> HTMLRes
 
 @pages.get("/versions/{ref}")
 def version_page(request: Request, ref: str, cat: Catalog = CatalogDep) -> HTMLResponse:
-    """One version: lineage, metadata, metrics, images, files."""
+    """One version: lineage, reuse, metadata, metrics, images, files."""
     view = cat.resolve(ref)
-    return page(request, "version.html", **views.version_context(cat, view, bases(request)[1]))
+    context = views.version_context(cat, view, bases(request)[1], bases(request)[0])
+    own = f"names/{view.version.name}/"  # the page reads every name, but speaks of one
+    return page(request, "version.html", **context,
+                skipped={p: why for p, why in cat.skipped().items() if p.startswith(own)})
 
 
 @pages.get("/runs/{dag_id}/{run_id}")
 def run_page(request: Request, dag_id: str, run_id: str,
              cat: Catalog = CatalogDep) -> HTMLResponse:
-    """The versions one DAG run committed (the DAG run tab in the Airflow UI)."""
-    airflow = bases(request)[1]
-    rows = views.run_rows(cat, checked_dag_id(dag_id), run_id, airflow)
-    commits = sorted({r["lineage"]["git_commit"] for r in rows if r["lineage"]["git_commit"]})
+    """The versions one DAG run made or reused (the DAG run tab in the Airflow UI)."""
+    base, airflow = bases(request)
+    rows = views.run_rows(cat, checked_dag_id(dag_id), run_id, airflow, base)
+    # the commits this run's own versions record; a reused version carries its maker's
+    commits = sorted({r["lineage"]["git_commit"] for r in rows
+                      if r["origin"] == "made" and r["lineage"]["git_commit"]})
     return page(request, "run.html", dag_id=dag_id, run_id=run_id, rows=rows, commits=commits,
-                run_url=f"{airflow}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}")
+                run_url=f"{airflow}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}",
+                skipped=cat.skipped())
 
 
 @pages.get("/metrics")
@@ -278,11 +293,15 @@ def api_versions(request: Request, cat: Catalog = CatalogDep) -> Any:
 
 @api.get("/versions/{ref}")
 def api_version(request: Request, ref: str, cat: Catalog = CatalogDep) -> Any:
-    """One version with its manifest, as JSON."""
+    """One version with its manifest, cache key and uses, as JSON."""
     view = cat.resolve(ref)
-    return {**views.version_row(cat, view, bases(request)[1]), "manifest": view.manifest.to_dict(),
+    base, airflow = bases(request)
+    return {**views.version_row(cat, view, airflow), "manifest": view.manifest.to_dict(),
             "results": cat.results(view),
-            "generation": cat.generation(view) if view.kind == "generated" else None}
+            "generation": cat.generation(view) if view.kind == "generated" else None,
+            "cache": views.cache_info(cat, view.version.lineage),
+            "continued": views.continued_info(cat, view.version.lineage),
+            "uses": views.use_rows(cat, view, base), "skipped": cat.skipped()}
 
 
 @api.get("/metrics")
@@ -303,9 +322,10 @@ def api_compare(request: Request, a: str, b: str, cat: Catalog = CatalogDep) -> 
 
 @api.get("/runs/{dag_id}/{run_id}")
 def api_run(request: Request, dag_id: str, run_id: str, cat: Catalog = CatalogDep) -> Any:
-    """The versions one DAG run committed, as JSON."""
-    return {"versions": views.run_rows(cat, checked_dag_id(dag_id), run_id,
-                                       bases(request)[1])}
+    """The versions one DAG run made or reused, as JSON."""
+    base, airflow = bases(request)
+    rows = views.run_rows(cat, checked_dag_id(dag_id), run_id, airflow, base)
+    return {"versions": rows, "skipped": cat.skipped()}
 
 
 # --- the app ------------------------------------------------------------------------------

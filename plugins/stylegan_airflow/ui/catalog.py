@@ -16,7 +16,7 @@ from typing import Any
 
 from stylegan_ops.errors import StageError
 from stylegan_ops.store.local import Store
-from stylegan_ops.store.model import Entry, Manifest, Ref, Version, check_name, check_path
+from stylegan_ops.store.model import Entry, Manifest, Ref, Use, Version, check_name, check_path
 from stylegan_ops.store.objects import hash_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
@@ -167,6 +167,7 @@ class Catalog:
         self._store: ReadOnlyStore | None = None
         self._flagged: dict[str, dict[str, Any]] | None = None
         self._numbered: dict[str, list[Version]] = {}  # name → versions, for labels
+        self._uses: dict[str, list[Use]] = {}  # name → its readable use records
 
     @property
     def store(self) -> Store:
@@ -372,6 +373,47 @@ class Catalog:
         """Versions whose lineage names this DAG run."""
         return [v for v in self.all_versions()
                 if v.version.lineage.dag_id == dag_id and v.version.lineage.run_id == run_id]
+
+    # --- reuse ------------------------------------------------------------------------
+
+    def uses(self, name: str) -> list[Use]:
+        """The use records of ``name``'s versions, oldest first, read once per request.
+        A damaged record is skipped and noted by the store; one naming a version this
+        store does not hold (a number with another id, or none) is skipped and noted here."""
+        if name not in self._uses:
+            try:
+                found = self.store.uses(name) if self.exists() else []
+            except (StageError, OSError, ValueError):  # a bad name or an unreadable folder
+                found = []
+            held = {v.number: v.id for v in self._listed(name)}
+            kept = []
+            for use in found:
+                if held.get(use.number) == use.id:
+                    kept.append(use)
+                else:
+                    self.store.note(f"names/{name}/uses", f"a use of {use.ref} "
+                                    f"(id {use.id[:12]}) that names no version of this store")
+            self._uses[name] = kept
+        return self._uses[name]
+
+    def used_by(self, dag_id: str, run_id: str) -> list[tuple[VersionView, Use]]:
+        """The versions this DAG run used instead of making them, each with its first use
+        record (a retried commit task records its use again)."""
+        out = []
+        for name in self.names():
+            mine = [u for u in self.uses(name) if u.dag_id == dag_id and u.run_id == run_id]
+            if not mine:
+                continue
+            try:
+                views = {v.version.number: v for v in self.versions(name)}
+            except UIError:  # its versions went unreadable since listed: the index says so
+                continue
+            seen: set[int] = set()
+            for use in mine:
+                if use.number not in seen and use.number in views:
+                    seen.add(use.number)
+                    out.append((views[use.number], use))
+        return out
 
 
 def is_stand_in(metric: str) -> bool:

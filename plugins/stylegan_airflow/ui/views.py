@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -13,13 +14,14 @@ from stylegan_airflow.ui.catalog import (
     ref_of_input,
 )
 from stylegan_airflow.ui.plots import Point, line_chart
-from stylegan_ops.store.model import Lineage
+from stylegan_ops.store.model import Lineage, Use
 
 EVALUATION_PREFIX = "stylegan2-evaluation-"
 GENERATED_PREFIX = "stylegan2-generated-"
 MAX_FILES = 500  # file rows on a version page; the rest is counted, not listed
 MAX_COMPARE_IMAGES = 48
 KIND_ORDER = {"dataset": 0, "network": 1, "evaluation": 2, "generated": 3}  # pipeline order
+REASONS = {"cache": "cache hit", "same-content": "same content"}
 
 
 def run_url(airflow_base: str, lineage: Lineage) -> str | None:
@@ -31,6 +33,15 @@ def run_url(airflow_base: str, lineage: Lineage) -> str | None:
     if lineage.task_id:
         url += f"/tasks/{quote(lineage.task_id, safe='')}"
     return url
+
+
+def run_page(base: str, dag_id: str | None, run_id: str | None) -> str | None:
+    """This app's page of a DAG run's versions (what its tab in the Airflow UI shows).
+    Links to it stay in the frame: the Airflow UI sandboxes its plugin frames without
+    allow-top-navigation, so a link out of the frame would do nothing there."""
+    if not dag_id or not run_id:
+        return None
+    return f"{base}/runs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
 
 
 def series_name(name: str) -> str:
@@ -49,7 +60,9 @@ def version_row(catalog: Catalog, view: VersionView, airflow_base: str) -> dict[
             "inputs": [input_row(catalog, text) for text in lineage.inputs],
             "preview": preview(view.images()),
             "results": catalog.results(view) if view.kind == "evaluation" else {},
-            "previous": previous.ref if previous else None}
+            "previous": previous.ref if previous else None,
+            "reused_by": len({(u.dag_id, u.run_id) for u in uses_of(catalog, view)}),
+            "origin": None, "reused": None}
 
 
 def input_row(catalog: Catalog, text: str) -> dict[str, Any]:
@@ -59,13 +72,85 @@ def input_row(catalog: Catalog, text: str) -> dict[str, Any]:
     return {"ref": text, "link": text if found else None, "label": found.ref if found else None}
 
 
-def run_rows(catalog: Catalog, dag_id: str, run_id: str, airflow_base: str
+def run_rows(catalog: Catalog, dag_id: str, run_id: str, airflow_base: str, base: str = ""
              ) -> list[dict[str, Any]]:
-    """The versions one DAG run committed, in pipeline order (data, networks, evaluations,
-    generated images), newest first within a name."""
-    views = sorted(catalog.produced_by(dag_id, run_id),
-                   key=lambda v: (KIND_ORDER.get(v.kind, 9), v.version.name, -v.version.number))
-    return [version_row(catalog, v, airflow_base) for v in views]
+    """The versions one DAG run made or reused, in pipeline order (data, networks,
+    evaluations, generated images), newest first within a name. A reused one (its use
+    record names this run) says why and which run last computed it."""
+    made = catalog.produced_by(dag_id, run_id)
+    rows: list[tuple[VersionView, dict[str, Any]]] = [(v, {"origin": "made"}) for v in made]
+    mine = {v.ref for v in made}
+    for view, use in catalog.used_by(dag_id, run_id):
+        if view.ref not in mine:  # a run's own version is made, however it is used
+            rows.append((view, {"origin": "reused", "reused": reuse_info(use, view, base)}))
+    rows.sort(key=lambda r: (KIND_ORDER.get(r[0].kind, 9), r[0].version.name,
+                             -r[0].version.number))
+    return [{**version_row(catalog, v, airflow_base), **extra} for v, extra in rows]
+
+
+def uses_of(catalog: Catalog, view: VersionView) -> list[Use]:
+    """The use records of this very version."""
+    return [u for u in catalog.uses(view.version.name)
+            if u.number == view.version.number and u.id == view.version.id]
+
+
+def reuse_info(use: Use, view: VersionView, base: str) -> dict[str, Any]:
+    """How a run reused a version: the task, why, and the run that last computed it (the
+    version's lineage: what the version itself says, whatever the use record claims)."""
+    lineage = view.version.lineage
+    dag_id = lineage.dag_id or use.made_by_dag_id
+    run_id = lineage.run_id or use.made_by_run_id
+    return {"reason": use.reason, "why": REASONS.get(use.reason, use.reason), "key": use.key,
+            "task_id": use.task_id, "try_number": use.try_number, "at": use.at or "",
+            "made_by": {"dag_id": dag_id, "run_id": run_id,
+                        "url": run_page(base, dag_id, run_id)}}
+
+
+def use_rows(catalog: Catalog, view: VersionView, base: str) -> list[dict[str, Any]]:
+    """The runs that reused a version, newest first."""
+    return [{"dag_id": u.dag_id, "run_id": u.run_id, "task_id": u.task_id,
+             "try_number": u.try_number, "at": u.at or "", "reason": u.reason,
+             "why": REASONS.get(u.reason, u.reason), "key": u.key,
+             "url": run_page(base, u.dag_id, u.run_id)}
+            for u in reversed(uses_of(catalog, view))]
+
+
+def cache_info(catalog: Catalog, lineage: Lineage) -> dict[str, Any] | None:
+    """A version's cache key and what went into it, as its lineage recorded them. Only the
+    key is validated on reading, so every part is shown for what it is, never trusted."""
+    cache = lineage.cache
+    if not isinstance(cache, dict):
+        return None
+    parts = cache.get("parts")
+    parts = parts if isinstance(parts, dict) else {}
+    args, inputs = parts.get("args"), parts.get("inputs")
+    return {"key": cache.get("key"), "continue_key": _text(cache.get("continue_key")),
+            "stage": _text(parts.get("stage")), "code": _text(parts.get("code")),
+            "format": _text(parts.get("format")),
+            "args": [str(_text(a)) for a in (args if isinstance(args, list) else [args])
+                     if a is not None],
+            "inputs": [input_row(catalog, str(_text(i))) for i in
+                       (inputs if isinstance(inputs, list) else [inputs]) if i is not None]}
+
+
+def continued_info(catalog: Catalog, lineage: Lineage) -> dict[str, Any] | None:
+    """What training resumed from: a version (``name@id (…)``, linked when this store holds
+    it) or an earlier run's snapshot, as recorded."""
+    text = lineage.continued_from
+    if not text:
+        return None
+    head = text.split(" ", 1)[0]
+    found = input_row(catalog, head) if "@" in head else None
+    return {"text": text, "link": found["link"] if found else None,
+            "label": found["label"] if found else None,
+            "rest": text[len(head):].strip() if found and found["link"] else text}
+
+
+def _text(value: Any) -> str | None:
+    """A recorded value as text: strings as they are, anything else as its JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
 
 
 def preview(images: list[Image]) -> Image | None:
@@ -183,7 +268,8 @@ def _image_rank(image: Image) -> tuple[int, int, str]:
     return rank[image.kind], image.order, image.path
 
 
-def version_context(catalog: Catalog, view: VersionView, airflow_base: str) -> dict[str, Any]:
+def version_context(catalog: Catalog, view: VersionView, airflow_base: str, base: str = ""
+                    ) -> dict[str, Any]:
     """Everything on a version's own page."""
     entries = sorted(view.entries.values())
     row = version_row(catalog, view, airflow_base)
@@ -191,9 +277,26 @@ def version_context(catalog: Catalog, view: VersionView, airflow_base: str) -> d
     return {"view": view, "row": row,
             "lineage": view.version.lineage, "images": view.images(),
             "results": catalog.results(view), "records": catalog.metric_records(view),
+            "seconds": metric_seconds(view),
+            "uses": use_rows(catalog, view, base),
+            "cache": cache_info(catalog, view.version.lineage),
+            "continued": continued_info(catalog, view.version.lineage),
+            "computed_by": run_page(base, view.version.lineage.dag_id,
+                                    view.version.lineage.run_id),
             "generation": catalog.generation(view) if view.kind == "generated" else None,
             "files": entries[:MAX_FILES], "more_files": max(0, len(entries) - MAX_FILES),
             "choices": choices, "compare_with": row["previous"] or _next_of(view, choices)}
+
+
+def metric_seconds(view: VersionView) -> dict[str, float]:
+    """Wall seconds per metric from the evaluate result the commit kept in the version's
+    meta (``stage.result.seconds``): records hold no timings, so that identical
+    evaluations are one version."""
+    stage = view.version.meta.get("stage")
+    result = stage.get("result") if isinstance(stage, dict) else None
+    seconds = result.get("seconds") if isinstance(result, dict) else None
+    return {str(k): float(v) for k, v in (seconds.items() if isinstance(seconds, dict) else ())
+            if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def _next_of(view: VersionView, choices: list[str]) -> str | None:
