@@ -132,6 +132,16 @@ def read_labels(path: Path, rows: int) -> np.ndarray:
     return np.asarray(labels, dtype=np.float32)
 
 
+def recorded_request(request: dict[str, Any]) -> dict[str, Any]:
+    """The request as dataset.json keeps it: the source and labels by file name, not by
+    path, so the same extraction from another run's directory makes the same bytes (and
+    so one version in the store)."""
+    src = dict(request["source"])
+    src["path"] = Path(src["path"]).name
+    labels = request.get("labels")
+    return {**request, "source": src, "labels": Path(labels).name if labels else None}
+
+
 def existing_dataset(out: Path, request: dict[str, Any]) -> PrepareResult | None:
     """An earlier identical run's dataset in ``out``, checked file by file, so a retried task
     is a no-op; None when ``out`` does not exist; refuses anything else in its place."""
@@ -140,7 +150,7 @@ def existing_dataset(out: Path, request: dict[str, Any]) -> PrepareResult | None
     meta_path = out / "dataset.json"
     if out.is_dir() and meta_path.is_file():
         meta = load_meta(meta_path)
-        if isinstance(meta, dict) and meta.get("request") == request:
+        if isinstance(meta, dict) and meta.get("request") == recorded_request(request):
             skipped = meta.get("skipped")
             if not (is_count(meta.get("count")) and isinstance(skipped, dict)
                     and is_count(skipped.get("count"))):
@@ -192,7 +202,7 @@ def finish(tmp: Path, out: Path, request: dict[str, Any], count: int,
         "format": "nvidia-tfrecords",
         "tool": f"stylegan-ops {__version__}",
         "name": out.name,
-        "request": request,
+        "request": recorded_request(request),
         "count": count,
         "resolution": resolution,
         "channels": 3,

@@ -158,4 +158,7 @@ def run(cfg: SampleConfig) -> SampleResult:
                     txn.put(lsun_key(cfg.seed, cfg.count + j), bad_record(cfg.seed, j))
         finally:
             env.close()
+        # LMDB's lock file holds reader slots and pids, different bytes on every run; the
+        # readers open with lock=False, so leaving it out makes equal samples equal files
+        (tmp / "lock.mdb").unlink(missing_ok=True)
     return SampleResult(str(cfg.out), cfg.count, cfg.bad_records)

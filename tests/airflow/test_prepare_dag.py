@@ -56,8 +56,8 @@ def served_zip(sample_lmdb: Path, root: Path) -> dict[str, bytes]:
 
     archive = root / "cat.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for member in sorted(sample_lmdb.iterdir()):
-            zf.write(member, f"cat/{member.name}")
+        zf.write(sample_lmdb / "data.mdb", "cat/data.mdb")
+        zf.writestr("cat/lock.mdb", bytes(8192))  # LSUN ships the writer's lock file too
     body = archive.read_bytes()
     return {"/cat.zip": body,
             "/cat.zip.md5": f"{hashlib.md5(body).hexdigest()}  cat.zip\n".encode()}

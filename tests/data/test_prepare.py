@@ -214,3 +214,22 @@ def test_labels_with_wrong_row_count_exit_2(tmp_path: Path) -> None:
     res = cli("prepare", "images", tmp_path / "imgs", "--out", tmp_path / "o",
               "--resolution", 8, "--labels", tmp_path / "l.npy")
     assert res.exit_code == 2 and "l.npy" in res.stderr
+
+
+def test_an_extraction_from_another_directory_writes_the_same_files(
+        sample_lmdb: Path, tmp_path: Path) -> None:
+    """dataset.json names the source by file name, not path: the same set extracted in
+    another run's directory is the same bytes, so the store makes it one version."""
+    import shutil
+
+    outs = []
+    for run in ("run1", "run2"):
+        source = tmp_path / run / "cat"
+        shutil.copytree(sample_lmdb, source)
+        out = tmp_path / run / "set"
+        res = cli("prepare", "lsun", source, "--out", out, "--resolution", 8,
+                  "--max-images", 10)
+        assert res.exit_code == 0, res.stderr
+        outs.append({p.name: p.read_bytes() for p in out.iterdir()})
+    assert outs[0] == outs[1]
+    assert json.loads(outs[0]["dataset.json"])["request"]["source"]["path"] == "cat"

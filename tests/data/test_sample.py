@@ -43,3 +43,14 @@ def test_existing_output_is_refused(tmp_path: Path) -> None:
     res = cli("make-sample-lmdb", "--out", tmp_path / "x", "--count", 2)
     assert res.exit_code == 2 and "already exists" in res.stderr
     assert cli("make-sample-lmdb", "--out", tmp_path / "y", "--count", 0).exit_code == 2
+
+
+def test_two_samples_are_the_same_files(tmp_path: Path) -> None:
+    """Equal samples must be one version in the store: no lock file (its reader table
+    differs run to run), the same data.mdb."""
+    for name in ("a", "b"):
+        res = cli("make-sample-lmdb", "--out", tmp_path / name, "--count", 6)
+        assert res.exit_code == 0, res.stderr
+    files = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    assert set(files) == {"data.mdb"}
+    assert files == {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
