@@ -54,6 +54,16 @@ def store_path() -> str:
     return shared_path(STORE_ENV, DEFAULT_STORE)
 
 
+def stage_words(argv: Sequence[str]) -> str:
+    """The sub-command of a built command (``train``, ``prepare lsun``), for messages."""
+    words = []
+    for arg in argv[1:3]:
+        if not re.fullmatch(r"[a-z][a-z-]*", arg):
+            break
+        words.append(arg)
+    return " ".join(words)
+
+
 class Runner(Protocol):
     def run(self, argv: Sequence[str], context: Any, log: logging.Logger) -> Any: ...
 
@@ -102,7 +112,7 @@ class LocalRunner:
             t.join()
         if rc != 0:
             message = next((ln.strip() for ln in reversed(stderr) if ln.strip()), "")
-            raise AirflowException(f"stage `{' '.join(argv[1:3])}` failed with exit code {rc}: "
+            raise AirflowException(f"stage `{stage_words(argv)}` failed with exit code {rc}: "
                                    f"{message}")
         return last_json(stdout)
 
@@ -251,7 +261,7 @@ class DockerRunner:
                 logs = getattr(exc, "logs", None) or []
                 message = next((str(ln).strip() for ln in reversed(list(logs))
                                 if "error" in str(ln).lower()), str(exc))
-                raise AirflowException(f"stage `{' '.join(argv[1:3])}` failed in its "
+                raise AirflowException(f"stage `{stage_words(argv)}` failed in its "
                                        f"container: {message}") from exc
             raise
         if isinstance(lines, str):

@@ -426,7 +426,7 @@ def run(cfg: TrainConfig) -> TrainResult:
         Path(cfg.resume) if cfg.resume else None)
     if resume is not None:
         kimg, step = trainer.restore(Snapshot.load(resume, need_training_state=True))
-        log.info("resumed from %s at %.1f kimg", resume, kimg)
+        log.info("resumed from %s at %g kimg", resume, kimg)
     elif cfg.resume and cfg.resume != "auto":
         raise StageError(f"no snapshot at {cfg.resume}")
 

@@ -2,7 +2,7 @@
 real operators, a real store and real Airflow outlet events, with a small stand-in for the
 task instance and a runner that writes what a stage would (so "the stage ran" is seen).
 
-The DAG-level behaviour (reruns under a real scheduler) is tested in test_scheduler.py."""
+The DAG-level behaviour (reruns under a real scheduler) is tested in test_reuse_scheduler.py."""
 
 from __future__ import annotations
 

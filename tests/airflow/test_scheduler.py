@@ -1,5 +1,7 @@
 """The DAGs under a real scheduler on PostgreSQL, triggered by the CLI and REST; a training
-task killed mid-run is retried by Airflow and resumes from its snapshot."""
+task killed mid-run is retried by Airflow and resumes from its snapshot. Reruns that reuse
+stage results (the repo watcher's seeds-only commit among them) are in
+test_reuse_scheduler.py."""
 
 from __future__ import annotations
 
@@ -165,40 +167,3 @@ def test_train_conf_is_validated_by_the_cli(stack: AirflowStack, conf: dict[str,
     assert "Invalid input for param" in res.stdout + res.stderr, res.stdout + res.stderr
     assert stack.run_state("stylegan2_train", "bad_train") is None
 
-
-def test_a_commit_changing_only_seeds_regenerates_those_seeds(stack: AirflowStack, cats32: str,
-                                                              tmp_path: Path) -> None:
-    """The repo watcher, on git, triggers stylegan2_train per commit under the scheduler."""
-    import yaml
-
-    from tests.fakegithub import git, make_origin
-
-    store = stack.env["STYLEGAN_STORE"]
-    bare, work = make_origin(tmp_path)
-    conf = {"dataset_ref": cats32, "pretrained": None, "config": "small",
-            "total_kimg": 0.05, "batch": 8, "metrics": "swd", "metric_images": 8,
-            "profiles": {"download": "cpu", "train": "cpu", "evaluate": "cpu",
-                         "generate": "cpu"}}
-
-    def commit_and_watch(seeds: str, n: int) -> str:
-        (work / "stylegan2.yaml").write_text(yaml.safe_dump(
-            {"dag": "stylegan2_train", "conf": {**conf, "seeds": seeds}}))
-        git(work, "add", "stylegan2.yaml")
-        git(work, "commit", "-qm", f"seeds {seeds}")
-        git(work, "push", "-q", "origin", "HEAD:main")
-        sha = git(work, "rev-parse", "HEAD").strip()
-        stack.airflow("dags", "trigger", "stylegan2_watch_repo", "--run-id", f"watch_{n}",
-                      "--conf", json.dumps({"repo": str(bare), "backend": "git"}))
-        assert stack.wait_for_run("stylegan2_watch_repo", f"watch_{n}") == "success"
-        assert stack.wait_for_run("stylegan2_train", f"commit__{sha}", timeout=400) == \
-            "success", stack.logs()
-        return sha
-
-    commit_and_watch("1-2", 0)
-    sha = commit_and_watch("4-5", 1)
-    version = json.loads(cli("store", "--store", store, "show",
-                             "stylegan2-generated-ours:latest").stdout)
-    assert version["lineage"]["git_commit"] == sha
-    assert version["meta"]["seeds"] == [4, 5]
-    assert {f["path"] for f in version["manifest"]["files"]} == {
-        "seed0004.png", "seed0005.png", "generate.json"}

@@ -223,10 +223,10 @@ def test_an_extraction_from_another_directory_writes_the_same_files(
     import shutil
 
     outs = []
-    for run in ("run1", "run2"):
-        source = tmp_path / run / "cat"
+    for run_dir in ("run1", "run2"):
+        source = tmp_path / run_dir / "cat"
         shutil.copytree(sample_lmdb, source)
-        out = tmp_path / run / "set"
+        out = tmp_path / run_dir / "set"
         res = cli("prepare", "lsun", source, "--out", out, "--resolution", 8,
                   "--max-images", 10)
         assert res.exit_code == 0, res.stderr
