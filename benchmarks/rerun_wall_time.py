@@ -257,7 +257,14 @@ def summarize(results: list[dict[str, Any]], args: argparse.Namespace, log: Path
     seeds = results[1]
     seeds_wall = seeds["stylegan2_prepare"][0]["wall"] + seeds["stylegan2_train"][0]["wall"]
     ratio = seeds_wall / base_run
-    print(f"\nSeeds-only rerun: {seeds_wall:.1f} s of the first run's {base_run:.1f} s = "
+    # A seeds-only commit to the watched repo triggers stylegan2_train alone (its settings
+    # file names one DAG); rerunning both DAGs is the stricter reading. Both are printed.
+    watched = seeds["stylegan2_train"][0]["wall"]
+    print(f"\nSeeds-only commit, as the repo watcher reruns it (stylegan2_train only): "
+          f"{watched:.1f} s of the first pipeline run's {base_run:.1f} s = "
+          f"{watched / base_run:.1%} (target ≤ {TARGET:.0%}: "
+          f"{'met' if watched / base_run <= TARGET else 'NOT met'})")
+    print(f"Seeds-only rerun of both DAGs: {seeds_wall:.1f} s of {base_run:.1f} s = "
           f"{ratio:.1%} (target ≤ {TARGET:.0%}: {'met' if ratio <= TARGET else 'NOT met'}); "
           "where each run's time went (both DAGs):")
 
