@@ -13,7 +13,6 @@ stage kinds) turns it off for some kinds only; the key is still recorded then.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from dataclasses import dataclass
@@ -75,14 +74,6 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
         else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def first(value: Any) -> Any:
     """An XCom value, or the first set one of a mapped task's values."""
     if isinstance(value, dict | str) or value is None:  # a string is one value, not many
@@ -121,12 +112,14 @@ class Decision:
     # --- the key --------------------------------------------------------------------
 
     def _key_args(self) -> tuple[str, ...]:
+        from stylegan_ops.fsutil import sha256_file
+
         digests = {}
         for path in self.files:
             p = Path(path)
             if not p.is_file():
                 raise LookupError(f"input file {path} is missing")
-            digests[path] = f"sha256:{_sha256(p)}"
+            digests[path] = f"sha256:{sha256_file(p)}"
         drop = {OUT_FLAG, *self.spec.unkeyed}
         out: list[str] = []
         i = 0

@@ -5,6 +5,7 @@ Started in a temporary directory, on free ports, and stopped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -17,6 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +206,40 @@ class AirflowStack(AirflowAPI):
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
                          for p in sorted(self.base.glob("*.log")))
+
+
+@contextlib.contextmanager
+def running_stack(base: Path, dags: tuple[str, ...],
+                  extra_env: dict[str, str] | None = None) -> Iterator[AirflowStack]:
+    """A started stack once ``dags`` are parsed; its logs printed if anything fails."""
+    from tests.conftest import need
+
+    need(postgres_available(), "PostgreSQL server binaries (initdb, pg_ctl) not found")
+    stack = AirflowStack(base, extra_env=extra_env)
+    try:
+        stack.start()
+        stack.wait(lambda: all(stack.api("GET", f"/api/v2/dags/{d}") is not None
+                               for d in dags), 180, "the DAGs to be parsed")
+        yield stack
+    except BaseException:
+        print(stack.logs())
+        raise
+    finally:
+        stack.stop()
+
+
+def stage_pids(pattern: str) -> list[int]:
+    """Pids of the processes whose command line matches ``pattern`` (pgrep -f)."""
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def commit_cats32(store: str, sample_lmdb: Path, base: Path) -> str:
+    """Extract a 32 px dataset from the sample and commit it as ``cats-32`` in ``store``."""
+    from tests.conftest import cli
+
+    out = base / "cats"
+    assert cli("prepare", "lsun", sample_lmdb, "--out", out, "--resolution", 32,
+               "--max-images", 40).exit_code == 0
+    assert cli("store", "--store", store, "snapshot", out, "--name", "cats-32").exit_code == 0
+    return "cats-32:latest"

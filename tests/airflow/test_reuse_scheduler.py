@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +22,8 @@ import pytest
 import yaml
 
 from stylegan_ops.store.local import Store
-from tests.airflow.stack import AirflowStack, postgres_available
-from tests.conftest import cli, need
+from tests.airflow.stack import AirflowStack, commit_cats32, running_stack, stage_pids
+from tests.conftest import cli
 from tests.fakegithub import git, make_origin
 
 pytestmark = [pytest.mark.scheduler, pytest.mark.airflow]
@@ -47,20 +46,9 @@ CONF = {"pretrained": None, "config": "small", "total_kimg": K1, "batch": 8,
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
-    need(postgres_available(), "PostgreSQL server binaries (initdb, pg_ctl) not found")
-    stack = AirflowStack(tmp_path_factory.mktemp("stack"),
-                         extra_env={"STYLEGAN_TRAIN_RETRY_DELAY": "1"})
-    try:
-        stack.start()
-        stack.wait(lambda: all(stack.api("GET", f"/api/v2/dags/{d}") is not None
-                               for d in (DAG, "stylegan2_watch_repo")), 180,
-                   "the DAGs to be parsed")
+    with running_stack(tmp_path_factory.mktemp("stack"), (DAG, "stylegan2_watch_repo"),
+                       {"STYLEGAN_TRAIN_RETRY_DELAY": "1"}) as stack:
         yield stack
-    except BaseException:
-        print(stack.logs())
-        raise
-    finally:
-        stack.stop()
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +60,7 @@ def store(stack: AirflowStack) -> Store:
 def dataset(stack: AirflowStack, sample_lmdb: Path,
             tmp_path_factory: pytest.TempPathFactory) -> str:
     """A 32 px dataset version ``cats-32`` in the stack's store."""
-    out = tmp_path_factory.mktemp("cats") / "cats"
-    assert cli("prepare", "lsun", sample_lmdb, "--out", out, "--resolution", 32,
-               "--max-images", 40).exit_code == 0
-    assert cli("store", "--store", stack.env["STYLEGAN_STORE"], "snapshot", out,
-               "--name", "cats-32").exit_code == 0
-    return "cats-32:latest"
+    return commit_cats32(stack.env["STYLEGAN_STORE"], sample_lmdb, tmp_path_factory.mktemp("cats"))
 
 
 # --- reading back what happened -----------------------------------------------------------
@@ -267,11 +250,6 @@ def test_cache_false_recomputes_every_stage(stack: AirflowStack, store: Store, d
     assert stats_kimg(stack, "no_cache")[0] == pytest.approx(0.008)
 
 
-def _stage_pids(pattern: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
 def test_a_run_after_training_failed_for_good_continues_from_its_snapshot(
         stack: AirflowStack, store: Store, dataset: str) -> None:
     # its own continuation key (other tick and snapshot settings): nothing above is reused
@@ -287,7 +265,7 @@ def test_a_run_after_training_failed_for_good_continues_from_its_snapshot(
     while state not in ("failed", "success"):
         assert time.monotonic() < deadline, "timed out waiting for the run to end"
         if any(train_dir.glob("network-snapshot-*")):
-            for pid in set(_stage_pids(f"stylegan_ops.cli train .*{train_dir}")) - killed:
+            for pid in set(stage_pids(f"stylegan_ops.cli train .*{train_dir}")) - killed:
                 os.kill(pid, signal.SIGKILL)
                 killed.add(pid)
         state = stack.run_state(DAG, "fails") if killed else None

@@ -9,15 +9,14 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.airflow.stack import AirflowStack, postgres_available
-from tests.conftest import cli, need
+from tests.airflow.stack import AirflowStack, commit_cats32, running_stack, stage_pids
+from tests.conftest import cli
 
 pytestmark = [pytest.mark.scheduler, pytest.mark.airflow]
 
@@ -27,19 +26,9 @@ CONF = {"source_url": "sample", "sample_count": 20, "resolution": 8, "max_images
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
-    need(postgres_available(), "PostgreSQL server binaries (initdb, pg_ctl) not found")
-    stack = AirflowStack(tmp_path_factory.mktemp("stack"),
-                         extra_env={"STYLEGAN_TRAIN_RETRY_DELAY": "1"})
-    try:
-        stack.start()
-        stack.wait(lambda: stack.api("GET", "/api/v2/dags/stylegan2_prepare") is not None, 180,
-                   "the DAG to be parsed")
+    with running_stack(tmp_path_factory.mktemp("stack"), ("stylegan2_prepare",),
+                       {"STYLEGAN_TRAIN_RETRY_DELAY": "1"}) as stack:
         yield stack
-    except BaseException:
-        print(stack.logs())
-        raise
-    finally:
-        stack.stop()
 
 
 def test_cli_trigger_runs_to_success(stack: AirflowStack) -> None:
@@ -104,21 +93,11 @@ def test_each_stage_is_queued_on_its_runs_profile(stack: AirflowStack, dag_id: s
     stack.api("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", {"state": "failed"})
 
 
-def _stage_pids(pattern: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
 @pytest.fixture(scope="module")
 def cats32(stack: AirflowStack, sample_lmdb: Path,
            tmp_path_factory: pytest.TempPathFactory) -> str:
     """A 32 px dataset version ``cats-32`` in the stack's store."""
-    out = tmp_path_factory.mktemp("cats") / "cats"
-    assert cli("prepare", "lsun", sample_lmdb, "--out", out, "--resolution", 32,
-               "--max-images", 40).exit_code == 0
-    assert cli("store", "--store", stack.env["STYLEGAN_STORE"], "snapshot", out,
-               "--name", "cats-32").exit_code == 0
-    return "cats-32:latest"
+    return commit_cats32(stack.env["STYLEGAN_STORE"], sample_lmdb, tmp_path_factory.mktemp("cats"))
 
 
 def test_killed_training_is_retried_and_resumes(stack: AirflowStack, cats32: str) -> None:
@@ -132,7 +111,7 @@ def test_killed_training_is_retried_and_resumes(stack: AirflowStack, cats32: str
                   "--conf", json.dumps(conf))
     train_dir = Path(stack.env["STYLEGAN_WORKSPACE"]) / "stylegan2_train" / "kill_run" / "train"
     stack.wait(lambda: any(train_dir.glob("network-snapshot-*")), 300, "a first snapshot")
-    pids = _stage_pids(f"stylegan_ops.cli train .*{train_dir}")
+    pids = stage_pids(f"stylegan_ops.cli train .*{train_dir}")
     assert pids, "the training process was not found"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
