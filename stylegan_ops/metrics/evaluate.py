@@ -11,6 +11,11 @@ Every record names the detector that produced it (file and sha256). A score comp
 non-standard detector (a test's stand-in, a file no pin or record vouches for) is written as
 ``<name>@stand-in``, never under the standard name alone. Real-image statistics are cached
 in ``$STYLEGAN_CACHE/stats`` per dataset content, detector and options.
+
+The reals come from ``reference_data`` when given (the full dataset, for a network trained
+on a subset: what ADA recommends for limited data); ``dataset_sha256`` then names the
+reference and ``trained_on_sha256`` the training data. ``TrainingMetrics`` scores the
+snapshots of a training run in its own process through the same records.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class MetricSpec:
     detector: str | None
     compute: Callable[[Evaluation], dict[str, float]]
     about: str
+    headline: str = ""  # the result key that ranks snapshots ("": the metric's name)
+    lower_is_better: bool = True
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
@@ -63,25 +70,33 @@ class EvaluateConfig:
     truncation_psi: float = 1.0  # ψ of the fakes (the standard metrics use 1.0)
     seed: int = 0  # latents and noise of the fakes
     batch: int = 32  # images per generator / detector call
+    reference_data: Path | None = None  # the reals of every metric; None: ``data``'s
 
     def __post_init__(self) -> None:
-        parse_metrics(",".join(self.metrics))
-        if self.num_images is not None and self.num_images < 2:
-            raise StageError(f"num-images must be >= 2, got {self.num_images}")
-        if self.batch < 1:
-            raise StageError(f"batch must be >= 1, got {self.batch}")
-        if (isinstance(self.truncation_psi, bool)
-                or not isinstance(self.truncation_psi, int | float)
-                or not math.isfinite(self.truncation_psi)):
-            raise StageError(f"truncation-psi must be a finite number, got "
-                             f"{self.truncation_psi!r}")
-        if not 0 <= self.seed < 2**32:
-            raise StageError(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
+        _check_options(self.metrics, self.num_images, self.truncation_psi, self.seed,
+                       self.batch, self.data, self.reference_data)
         if not self.network.exists():
             raise StageError(f"no such network: {self.network}")
-        if not self.data.is_dir():
-            raise StageError(f"no such dataset directory: {self.data}")
         check_output(self.out, "dir")
+
+
+def _check_options(metrics: tuple[str, ...], num_images: int | None, truncation_psi: float,
+                   seed: int, batch: int, data: Path, reference_data: Path | None) -> None:
+    """What EvaluateConfig and TrainingMetrics both refuse, before any work."""
+    parse_metrics(",".join(metrics))
+    if num_images is not None and num_images < 2:
+        raise StageError(f"num-images must be >= 2, got {num_images}")
+    if batch < 1:
+        raise StageError(f"batch must be >= 1, got {batch}")
+    if (isinstance(truncation_psi, bool) or not isinstance(truncation_psi, int | float)
+            or not math.isfinite(truncation_psi)):
+        raise StageError(f"truncation-psi must be a finite number, got {truncation_psi!r}")
+    if not 0 <= seed < 2**32:
+        raise StageError(f"seed must be in 0..{2**32 - 1}, got {seed}")
+    if not data.is_dir():
+        raise StageError(f"no such dataset directory: {data}")
+    if reference_data is not None and not reference_data.is_dir():
+        raise StageError(f"no such reference dataset directory: {reference_data}")
 
 
 @dataclass(frozen=True)
@@ -112,9 +127,17 @@ class Evaluation:
     cfg: EvaluateConfig
     network: Any
     detectors: dict[str, Any] = field(default_factory=dict)  # injected or loaded lazily
-    dataset_sha256: str = ""
-    dataset_size: int = 0
+    dataset_sha256: str = ""  # of the reals' level file (the reference's when given)
+    dataset_size: int = 0  # of the reals' dataset
+    trained_on_sha256: str | None = None  # ``data``'s level file, when the reals are not it
     stats_cache: str = ""  # how the last real statistics were obtained
+    # real statistics and images by their options, kept for the next evaluation of the
+    # same run (TrainingMetrics shares one across snapshots)
+    memo: dict[str, Any] = field(default_factory=dict)
+    # never reseed TensorFlow: inside a training process tf.random.set_seed would restart
+    # every random stream of the compiled steps (latents, noise, augmentation), so the
+    # fakes' noise is drawn from the seed's numpy generator instead
+    isolated: bool = False
 
     def detector(self, name: str) -> Any:
         if name not in self.detectors:
@@ -126,6 +149,10 @@ class Evaluation:
     def count(self, default: int) -> int:
         return min(default, self.cfg.num_images) if self.cfg.num_images else default
 
+    @property
+    def reals_data(self) -> Path:
+        return self.cfg.reference_data or self.cfg.data
+
     # --- images --------------------------------------------------------------------------
 
     def reals(self, n: int, desc: str) -> Iterator[np.ndarray]:
@@ -133,7 +160,7 @@ class Evaluation:
         from stylegan_ops.data import tfrecord
         from stylegan_ops.training.dataset import level_file
 
-        path = level_file(self.cfg.data, self.network.cfg.resolution)
+        path = level_file(self.reals_data, self.network.cfg.resolution)
         done, batch = 0, []
         with _progress(n, desc) as bar:
             while done < n:
@@ -148,7 +175,7 @@ class Evaluation:
                     if done == n:
                         return
                 if done == before:
-                    raise StageError(f"dataset {self.cfg.data} holds no images")
+                    raise StageError(f"dataset {self.reals_data} holds no images")
 
     def fakes(self, n: int, desc: str) -> Iterator[np.ndarray]:
         """``n`` generated images as uint8, the same for the same seed."""
@@ -157,14 +184,30 @@ class Evaluation:
         from stylegan_ops.generate import to_uint8
 
         rng = np.random.RandomState(self.cfg.seed)
-        tf.random.set_seed(self.cfg.seed)  # the noise inputs: same arguments, same score
+        if not self.isolated:
+            tf.random.set_seed(self.cfg.seed)  # the noise inputs: same arguments, same score
+        synthesis = self.network.synthesis
         with _progress(n, desc) as bar:
             for start in range(0, n, self.cfg.batch):
                 b = min(self.cfg.batch, n - start)
                 z = rng.randn(b, self.network.cfg.z_dim).astype(np.float32)
                 ws = self.network.map(tf.constant(z), psi=self.cfg.truncation_psi)
-                yield to_uint8(self.network.synthesis(ws, noise_mode="random").numpy())
+                if self.isolated:
+                    noise = [tf.constant(rng.randn(b, 1, *v.shape[2:]).astype(np.float32))
+                             for v in synthesis.noise_vars]
+                    images = synthesis(ws, noise=noise)
+                else:
+                    images = synthesis(ws, noise_mode="random")
+                yield to_uint8(images.numpy())
                 bar.update(b)
+
+    def real_images(self, n: int) -> np.ndarray:
+        """``n`` reals as one NHWC array, read once per run."""
+        key = f"images/{self.reals_data}/{self.network.cfg.resolution}/{n}"
+        if key not in self.memo:
+            self.memo[key] = np.concatenate(list(self.reals(n, "reals")))
+        images: np.ndarray = self.memo[key]
+        return images
 
     # --- statistics ----------------------------------------------------------------------
 
@@ -178,11 +221,19 @@ class Evaluation:
         options = {"dataset_sha256": self.dataset_sha256, "detector": detector.label,
                    "num": n, "keep": keep, "probe": probe}
         key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:32]
+        # in memory the dataset is also named by path: a dataset without dataset.json has
+        # no digest, and still needs its statistics only once per run
+        memo_key = f"stats/{self.reals_data}/{self.network.cfg.resolution}/{key}"
+        if memo_key in self.memo:
+            self.stats_cache = "cached"
+            stats: FeatureStats = self.memo[memo_key]
+            return stats
         path = cache_dir() / "stats" / f"{key}.npz"
         if self.dataset_sha256 and path.is_file():
             with np.load(path) as data:
                 self.stats_cache = "cached"
-                return FeatureStats.from_npz(dict(data))
+                stats = self.memo[memo_key] = FeatureStats.from_npz(dict(data))
+                return stats
         stats = _stats(detector, self.reals(n, "reals"), keep, probe)
         if self.dataset_sha256:
             import io
@@ -192,6 +243,7 @@ class Evaluation:
             np.savez(buf, **stats.to_npz())  # type: ignore[arg-type]
             write_atomic(path, buf.getvalue())
         self.stats_cache = "computed"
+        self.memo[memo_key] = stats
         return stats
 
     def fake_stats(self, detector: Any, n: int, keep: int, probe: str = "features"
@@ -281,9 +333,8 @@ def _swd(ev: Evaluation) -> dict[str, float]:
     from stylegan_ops.metrics.stats import swd
 
     n = ev.count(SWD_IMAGES)
-    reals = np.concatenate(list(ev.reals(n, "reals")))
     fakes = np.concatenate(list(ev.fakes(n, "fakes")))
-    return swd(reals, fakes)
+    return swd(ev.real_images(n), fakes)
 
 
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
@@ -292,10 +343,16 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
     MetricSpec("fid50k_full", "inception", lambda ev: _fid(ev, full=True),
                "FID, 50k fakes vs every real once"),
     MetricSpec("kid50k_full", "inception", _kid, "KID ×1, 100 subsets of 1000"),
-    MetricSpec("pr50k3_full", "vgg16", _pr, "precision/recall, k = 3, VGG16 fc7"),
-    MetricSpec("is50k", "inception", _is, "Inception Score, 10 splits"),
+    # precision ranks: the share of fakes that look real; recall (coverage of the reals)
+    # rewards a spread of noise as readily as variety
+    MetricSpec("pr50k3_full", "vgg16", _pr, "precision/recall, k = 3, VGG16 fc7",
+               headline="pr50k3_full_precision", lower_is_better=False),
+    MetricSpec("is50k", "inception", _is, "Inception Score, 10 splits",
+               lower_is_better=False),
     MetricSpec("ppl2_wend", "lpips", _ppl, "perceptual path length in W at endpoints"),
-    MetricSpec("swd", None, _swd, "multi-scale sliced Wasserstein distance ×1e3"),
+    # the average over the resolutions, as Progressive GAN reported it
+    MetricSpec("swd", None, _swd, "multi-scale sliced Wasserstein distance ×1e3",
+               headline="swd_avg"),
 )}
 
 
@@ -313,20 +370,46 @@ def _dataset(data: Path, res: int) -> tuple[str, int]:
     return sha, int(count)
 
 
+def _datasets(data: Path, reference: Path | None, res: int) -> tuple[str, int, str | None]:
+    """The reals' level sha256 and image count, and the training data's sha256 when the
+    reals come from a reference (None otherwise). Both must serve ``res`` px."""
+    trained = _dataset(data, res)
+    if reference is None:
+        return *trained, None
+    return *_dataset(reference, res), trained[0]
+
+
+def _load_detectors(metrics: tuple[str, ...], given: dict[str, Any] | None) -> dict[str, Any]:
+    """Every detector the metrics need: a missing file is an error before any work."""
+    from stylegan_ops.metrics.detectors import load
+
+    found = dict(given or {})
+    for name in metrics:
+        det = METRICS[name].detector
+        if det and det not in found:
+            found[det] = load(det)
+    return found
+
+
 def run(cfg: EvaluateConfig, detectors: dict[str, Any] | None = None) -> EvaluateResult:
     """Compute each metric and append its record to ``metric-<name>.jsonl``.
 
     ``detectors`` replaces the cache's networks by name (tests inject stand-ins)."""
     from stylegan_ops.generate import load_generator, network_digest
 
-    ev = Evaluation(cfg, None, dict(detectors or {}))
-    for name in cfg.metrics:  # every missing detector file is an error before any work
-        if METRICS[name].detector:
-            ev.detector(str(METRICS[name].detector))
+    ev = Evaluation(cfg, None, _load_detectors(cfg.metrics, detectors))
     ev.network = load_generator(cfg.network)
     network_sha256 = network_digest(cfg.network)  # the network by content, never its path
-    ev.dataset_sha256, ev.dataset_size = _dataset(cfg.data, ev.network.cfg.resolution)
+    ev.dataset_sha256, ev.dataset_size, ev.trained_on_sha256 = _datasets(
+        cfg.data, cfg.reference_data, ev.network.cfg.resolution)
     cfg.out.mkdir(parents=True, exist_ok=True)
+    return _score(ev, network_sha256, {})
+
+
+def _score(ev: Evaluation, network_sha256: str, extra: dict[str, Any]) -> EvaluateResult:
+    """Compute each metric of ``ev`` and append its record, with ``extra``'s fields, to
+    ``<out>/metric-<recorded name>.jsonl``."""
+    cfg = ev.cfg
     results, seconds, real_stats = {}, {}, {}
     for name in cfg.metrics:
         spec = METRICS[name]
@@ -349,10 +432,74 @@ def run(cfg: EvaluateConfig, detectors: dict[str, Any] | None = None) -> Evaluat
                   "num_images": cfg.num_images, "network_sha256": network_sha256,
                   "dataset_sha256": ev.dataset_sha256, "resolution": ev.network.cfg.resolution,
                   "detector": label or "none", "truncation_psi": cfg.truncation_psi,
-                  "seed": cfg.seed, "batch": cfg.batch}
+                  "seed": cfg.seed, "batch": cfg.batch, **extra}
+        if ev.trained_on_sha256 is not None:  # absent without a reference: records as before
+            record["trained_on_sha256"] = ev.trained_on_sha256
         with (cfg.out / f"metric-{recorded}.jsonl").open("a") as f:
             f.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
         results[recorded] = finite
         seconds[recorded] = round(time.monotonic() - started, 2)
         real_stats[recorded] = ev.stats_cache or None
     return EvaluateResult(str(cfg.out), results, seconds, real_stats)
+
+
+class TrainingMetrics:
+    """The metrics of a training run, at each snapshot, in the training process.
+
+    Detectors are loaded and the datasets checked here, before training starts; real
+    statistics and images are computed once and kept for every later snapshot; the fakes
+    are regenerated each time from the same seed, without touching TensorFlow's seed."""
+
+    def __init__(self, data: Path, metrics: tuple[str, ...], out: Path, *,
+                 num_images: int | None = None, batch: int = 32, seed: int = 0,
+                 reference_data: Path | None = None, detectors: dict[str, Any] | None = None,
+                 resolution: int | None = None) -> None:
+        """``num_images`` caps every count (None: each metric's own); ``reference_data``
+        holds the reals (None: ``data``); ``detectors`` replaces the cache's by name;
+        ``resolution`` (the network's), when given, checks the datasets' levels now
+        rather than at the first snapshot."""
+        _check_options(tuple(metrics), num_images, 1.0, seed, batch, data, reference_data)
+        check_output(out, "dir")
+        self.data, self.metrics, self.out = data, tuple(metrics), out
+        self.num_images, self.batch, self.seed = num_images, batch, seed
+        self.reference_data = reference_data
+        self.detectors = _load_detectors(self.metrics, detectors)
+        self._memo: dict[str, Any] = {}
+        self._datasets: dict[int, tuple[str, int, str | None]] = {}
+        if resolution is not None:
+            self._datasets_at(resolution)
+
+    def _config(self, snapshot: Path) -> EvaluateConfig:
+        # ψ = 1, as the standard metrics and evaluate's default
+        return EvaluateConfig(snapshot, self.data, self.out, self.metrics, self.num_images,
+                              1.0, self.seed, self.batch, self.reference_data)
+
+    def _datasets_at(self, res: int) -> tuple[str, int, str | None]:
+        if res not in self._datasets:
+            self._datasets[res] = _datasets(self.data, self.reference_data, res)
+        return self._datasets[res]
+
+    def evaluate(self, generator: Any, snapshot: Path, kimg: float
+                 ) -> dict[str, dict[str, float | None]]:
+        """Score ``generator`` (in memory; ``snapshot`` is its saved copy, named in the
+        records) and append one record per metric, with ``kimg`` and ``snapshot``."""
+        from stylegan_ops.generate import network_digest
+
+        ev = Evaluation(self._config(snapshot), generator, self.detectors, memo=self._memo,
+                        isolated=True)
+        ev.dataset_sha256, ev.dataset_size, ev.trained_on_sha256 = self._datasets_at(
+            generator.cfg.resolution)
+        self.out.mkdir(parents=True, exist_ok=True)
+        extra = {"kimg": round(float(kimg), 3), "snapshot": snapshot.name}
+        return _score(ev, network_digest(snapshot), extra).results
+
+    @staticmethod
+    def headline(metric: str) -> tuple[str, bool]:
+        """The result key that ranks snapshots by ``metric`` and whether lower is better:
+        fid/kid/ppl their score, swd ``swd_avg`` (lower); is50k its mean and pr50k3_full
+        its precision (higher). A stand-in's name gives its suffixed key."""
+        standard = metric.removesuffix(STANDIN_SUFFIX)
+        if standard not in METRICS:
+            raise StageError(f"unknown metric {metric!r}; available: {','.join(METRICS)}")
+        spec = METRICS[standard]
+        return (spec.headline or spec.name) + metric[len(standard):], spec.lower_is_better

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,38 +18,12 @@ from stylegan_ops.generate import load_generator
 from stylegan_ops.metrics import detectors
 from stylegan_ops.metrics import evaluate as ev_mod
 from stylegan_ops.metrics.weights import MIRROR_ENV, sha256_of
-from stylegan_ops.networks.generator import Generator
-from stylegan_ops.networks.presets import preset
-from stylegan_ops.networks.snapshot import Snapshot
 from tests.conftest import cli
 from tests.httpserver import LoopbackServer, Plan
 from tests.metrics.test_stats import reference_fid
 from tests.metrics.test_weights import TGZ_PATH, inception_tgz
-from tests.netfiles import inception_graph, make_pickle, nvidia_network_class, vgg_pickle
 
 DETECTOR_METRICS = "fid50k,fid50k_full,kid50k_full,pr50k3_full,is50k,ppl2_wend"
-
-
-@pytest.fixture(scope="module")
-def setup(sample_lmdb: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("eval")
-    prepare(PrepareConfig("lsun", sample_lmdb, root / "cats32", 32, max_images=40))
-    g = Generator(preset("small"))
-    arrays = {k: v.numpy() for k, v in g.params.items()}
-    Snapshot(preset("small"), arrays, {}, arrays, {"kimg": 0}, {}).save(root / "net")
-    with nvidia_network_class() as cls:
-        make_pickle(cls, root / "nvidia.pkl")
-    files = {"inception": inception_graph(root / "classify_image_graph_def.pb"),
-             "vgg16": vgg_pickle(root / "vgg16.pkl", "vgg16"),
-             "lpips": vgg_pickle(root / "vgg16_zhang_perceptual.pkl", "lpips")}
-    return {"data": root / "cats32", "snapshot": root / "net", "pkl": root / "nvidia.pkl",
-            **files}
-
-
-@pytest.fixture()
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("STYLEGAN_CACHE", str(tmp_path / "cache"))
-    yield tmp_path / "cache"
 
 
 def install(setup: dict[str, Path], pinned: bool) -> None:
@@ -72,6 +46,13 @@ def result_line(stdout: str) -> dict[str, Any]:
 RECORD_FIELDS = {"metric", "standard_metric", "results", "invalid", "num_images",
                  "network_sha256", "dataset_sha256", "resolution", "detector",
                  "truncation_psi", "seed", "batch"}
+
+
+def level_sha(data: Path) -> str:
+    """The sha256 dataset.json records for the 32 px level file."""
+    files: dict[str, dict[str, str]] = json.loads((data / "dataset.json").read_text())["files"]
+    (sha,) = [v["sha256"] for k, v in files.items() if k.endswith("-r05.tfrecords")]
+    return sha
 
 
 def test_identical_evaluations_write_identical_files(setup: dict[str, Path], cache: Path,
@@ -284,3 +265,95 @@ def test_config_refuses_for_library_callers(tmp_path: Path, change: dict[str, ob
     args: dict[str, object] = {"network": tmp_path, "data": tmp_path, "out": tmp_path / "e"}
     with pytest.raises(ev_mod.StageError, match=message):
         ev_mod.EvaluateConfig(**{**args, **change})  # type: ignore[arg-type]
+
+
+def test_reference_data_supplies_the_reals(setup: dict[str, Path], subset: Path,
+                                           tmp_path: Path) -> None:
+    """Trained on a 10-image subset, scored against the full 40: the score is the full
+    set's, the record names both datasets by content and nothing else changes; without the
+    flag a record has exactly the fields it always had."""
+    runs = {"subset": (subset, ()), "reference": (subset, ("--reference-data", setup["data"])),
+            "full": (setup["data"], ())}
+    recs = {}
+    for name, (data, flag) in runs.items():
+        res = cli("evaluate", "--network", setup["snapshot"], "--data", data, *flag,
+                  "--metrics", "swd", "--num-images", 16, "--out", tmp_path / name)
+        assert res.exit_code == 0, res.stderr
+        (recs[name],) = records(tmp_path / name, "swd")
+    assert set(recs["subset"]) == set(recs["full"]) == RECORD_FIELDS
+    ref = recs["reference"]
+    assert ref["results"] != recs["subset"]["results"]  # 16 reals, not 10 cycled
+    assert level_sha(subset) != level_sha(setup["data"])
+    assert ref["trained_on_sha256"] == recs["subset"]["dataset_sha256"] == level_sha(subset)
+    assert {k: v for k, v in ref.items() if k != "trained_on_sha256"} == recs["full"]
+    assert recs["full"]["dataset_sha256"] == level_sha(setup["data"])
+    assert "/" not in json.dumps(ref)  # still no path of any kind
+
+
+def test_a_full_metric_counts_the_reference(setup: dict[str, Path], subset: Path,
+                                            cache: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """fid50k_full uses every real once: the reference's 40 (capped at 30), not the 10
+    the network was trained on."""
+    seen: list[tuple[Path, int]] = []
+    reals = ev_mod.Evaluation.reals
+
+    def spy(self: ev_mod.Evaluation, n: int, desc: str) -> Iterator[np.ndarray]:
+        seen.append((self.reals_data, n))
+        return reals(self, n, desc)
+
+    monkeypatch.setattr(ev_mod.Evaluation, "reals", spy)
+    det = detectors.load("inception", setup["inception"])
+    for ref in (None, setup["data"]):
+        cfg = ev_mod.EvaluateConfig(setup["snapshot"], subset, tmp_path, ("fid50k_full",),
+                                    num_images=30, batch=10, reference_data=ref)
+        ev_mod.run(cfg, {"inception": det})
+    assert seen == [(subset, 10), (setup["data"], 30)]
+
+
+def _missing(tmp_path: Path, data: Path) -> Path:
+    return tmp_path / "nope"
+
+
+def _a_file(tmp_path: Path, data: Path) -> Path:
+    (tmp_path / "ref.tfrecords").write_bytes(b"")
+    return tmp_path / "ref.tfrecords"
+
+
+def _no_records(tmp_path: Path, data: Path) -> Path:
+    (tmp_path / "ref").mkdir()
+    return tmp_path / "ref"
+
+
+def _only_16px(tmp_path: Path, data: Path) -> Path:
+    ref = Path(shutil.copytree(data, tmp_path / "ref"))
+    for level in ref.glob("*-r05.tfrecords"):
+        level.unlink()
+    return ref
+
+
+def _no_32px_level(tmp_path: Path, data: Path) -> Path:
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "x-r06.tfrecords").write_bytes(b"")
+    return tmp_path / "ref"
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    pytest.param(_missing, "no such reference dataset directory: {ref}", id="missing"),
+    pytest.param(_a_file, "no such reference dataset directory: {ref}", id="a-file"),
+    pytest.param(_no_records, "not an NVIDIA-layout dataset (no *-rNN.tfrecords): {ref}",
+                 id="no-records"),
+    pytest.param(_only_16px, "dataset {ref} is 16 px but the network makes 32 px images",
+                 id="too-small"),
+    pytest.param(_no_32px_level, "dataset {ref} has no 32 px level (x-r05.tfrecords)",
+                 id="no-level"),
+])
+def test_a_bad_reference_exits_2_naming_it(setup: dict[str, Path], tmp_path: Path,
+                                           make: Callable[[Path, Path], Path],
+                                           message: str) -> None:
+    ref = make(tmp_path, setup["data"])
+    res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
+              "--reference-data", ref, "--metrics", "swd", "--out", tmp_path / "out")
+    assert res.exit_code == 2
+    assert res.stderr == f"stylegan-ops: error: {message.format(ref=ref)}\n"
+    assert not (tmp_path / "out").exists()
