@@ -33,6 +33,17 @@ def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
     return out.getvalue()
 
 
+def checker(width: int, height: int, a: tuple[int, int, int], b: tuple[int, int, int]
+            ) -> bytes:
+    """A PNG of one-pixel squares in two colours: any smoothing where it is enlarged
+    shows as colours that are neither."""
+    img = Image.new("RGB", (width, height), a)
+    img.putdata([a if (x + y) % 2 else b for y in range(height) for x in range(width)])
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()
+
+
 def tree(root: Path, files: dict[str, bytes | str | dict[str, Any] | list[Any]]) -> Path:
     for rel, data in files.items():
         path = root / rel
@@ -56,6 +67,34 @@ def metric(name: str, results: dict[str, float], network: str,
             "network_sha256": hashlib.sha256(network.encode()).hexdigest(),
             "dataset_sha256": "1" * 64, "resolution": 256, "detector": detector,
             "truncation_psi": 1.0, "seed": 123, "batch": 32}
+
+
+# ours v2 trains on from v1 (NVIDIA's whole-kimg names) with a tick below 1 kimg: grids and
+# snapshots named to the image (two within 4 kimg), evaluated at each snapshot; a null is a
+# degenerate score. (kimg, snapshot, swd_avg, swd32) per metric-swd.jsonl line, in file order.
+TRAINING_SWD: list[tuple[float, str, float | None, float]] = [
+    (4.512, "network-snapshot-000004.512", 9.0, 9.5),
+    (4.992, "network-snapshot-000004.992", None, 8.0),
+    (8.0, "network-snapshot-000008.000", 6.75, 7.0),
+    (6.0, "network-snapshot-000006.000", 6.25, 6.5),  # appended late: a resumed run's
+]
+CHECKER = ((250, 20, 20), (20, 20, 250))  # the colours of ours v2's last grid
+BEST = {"metric": "swd_avg", "value": 6.25, "kimg": 6.0, "snapshot": "network-snapshot-000006.000"}
+# the grids of ours v2 in kimg order, with the caption each must have
+TRAINED_GRIDS = [("fakes_init.png", "fakes at 0 kimg (init)"),
+                 ("fakes000004.png", "fakes at 4 kimg"),
+                 ("fakes000004.512.png", "fakes at 4.512 kimg"),
+                 ("fakes000004.992.png", "fakes at 4.992 kimg"),
+                 ("fakes000006.000.png", "fakes at 6 kimg"),
+                 ("fakes000008.000.png", "fakes at 8 kimg")]
+
+
+def trained(kimg: float, snapshot: str, results: dict[str, float | None]) -> dict[str, Any]:
+    """A metric record as ``train --metrics`` appends it at a snapshot."""
+    invalid = {k: "not a finite number (nan): the images or features are degenerate"
+               for k, v in results.items() if v is None}
+    return {**metric("swd", {}, snapshot), "results": results, "invalid": invalid,
+            "kimg": kimg, "snapshot": snapshot}
 
 
 def lineage(dag_id: str, run_id: str, task_id: str, inputs: tuple[str, ...] = (),
@@ -120,7 +159,15 @@ def fill(root: Path, work: Path) -> dict[str, Version]:
             "network-snapshot-000004/config.json": {}, "network-final/config.json": {},
             "network-final/weights.npz": b"w" * i}
         if i == 2:
-            files["fakes000008.png"] = png(64, 32, (120, 120, 120))
+            for k, (grid, _) in enumerate(TRAINED_GRIDS[2:]):
+                files[grid] = png(64, 32, (120, 40 * k, 120))
+            files[TRAINED_GRIDS[-1][0]] = checker(64, 32, *CHECKER)
+            for kimg, snap, *_ in TRAINING_SWD:
+                files[f"{snap}/config.json"] = {"kimg": kimg}
+            files["metric-swd.jsonl"] = [trained(kimg, snap, {"swd32": swd32, "swd_avg": avg})
+                                         for kimg, snap, avg, swd32 in TRAINING_SWD]
+            files["best.json"] = BEST
+            files["network-best/config.json"] = {"kimg": 6.0}
         # v2 trained on from v1's finished network: same key but for the length
         commit(f"ournet{i}", "stylegan2-trained-network", files, keyed(
             lineage("stylegan2_train", TRAIN_RUN, "commit_trained_network", (data,),

@@ -18,6 +18,7 @@ from tests.ui.storefill import (
     PREPARE_RUN,
     REUSE_RUN,
     TRAIN_RUN,
+    TRAINED_GRIDS,
     key_of,
     pinned,
     tree,
@@ -261,9 +262,11 @@ def test_images_page_shows_reals_progress_and_seeds_with_their_network(
     thumbs = re.findall(r'<img src="(/thumbs/[^"]+)"', html)
     net2 = pinned(made["ournet2"])
     progress = [t for t in thumbs if net2 in unquote(t)]
+    # in kimg order (NVIDIA's fakes000004.png before our fakes000004.512.png), large
     assert [t.rsplit("/", 1)[-1] for t in progress] == [
-        "reals.png", "fakes_init.png", "fakes000004.png", "fakes000008.png"]
-    assert "fakes at 8 kimg" in html
+        "reals.png", *[grid for grid, _ in TRAINED_GRIDS]]
+    assert all(t.startswith("/thumbs/512/") for t in progress)
+    assert "fakes at 8 kimg" in html and "fakes at 4.512 kimg" in html
     gen = pinned(made["gen_ours2"])  # the newest generated images: the seeds-only rerun's
     assert [t.rsplit("/", 1)[-1] for t in thumbs if gen in unquote(t)] == [
         "seed6603.png", "seed6604.png", "seed6605.png"]

@@ -306,9 +306,10 @@ def api_version(request: Request, ref: str, cat: Catalog = CatalogDep) -> Any:
 
 @api.get("/metrics")
 def api_metrics(cat: Catalog = CatalogDep) -> Any:
-    """The metrics table, as JSON."""
+    """The metrics table and the metrics of training versions over kimg, as JSON."""
     data = views.metrics_overview(cat)
-    return {"keys": data["keys"], "rows": data["rows"], "stand_in": data["stand_in"]}
+    return {"keys": data["keys"], "rows": data["rows"], "stand_in": data["stand_in"],
+            "training": [{"ref": r["ref"], **r["data"]} for r in data["training"]]}
 
 
 @api.get("/compare")

@@ -18,9 +18,9 @@ from stylegan_ops.errors import StageError
 from stylegan_ops.store.local import Store
 from stylegan_ops.store.model import Entry, Manifest, Ref, Use, Version, check_name, check_path
 from stylegan_ops.store.objects import hash_file
+from stylegan_ops.training import FAKES_RE, name_kimg
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
-FAKES_RE = re.compile(r"^fakes(\d{6})\.png$")
 SEED_RE = re.compile(r"^seed(\d+)\.png$")
 METRIC_FILE_RE = re.compile(r"^metric-(.+)\.jsonl$")
 STAND_IN = "@stand-in"
@@ -56,7 +56,7 @@ class Image:
     size: int
     kind: str  # reals | fakes | seed | image
     caption: str
-    order: int = 0  # kimg for fakes grids, seed number for seeds
+    order: float = 0  # kimg for fakes grids, seed number for seeds
 
 
 class ReadOnlyStore(Store):
@@ -100,13 +100,14 @@ class VersionView:
 def kind_of(entries: dict[str, Entry]) -> str:
     """What a version holds, judged by its files (names are free to choose)."""
     top = {p.split("/", 1)[0] for p in entries}
+    # before the metric files: a training run evaluated at its snapshots holds some too
+    if "stats.jsonl" in top or any(p.startswith(("network-snapshot-", "network-final"))
+                                   for p in top):
+        return "network"
     if any(METRIC_FILE_RE.match(p) for p in top):
         return "evaluation"
     if "generate.json" in top or any(SEED_RE.match(p) for p in top):
         return "generated"
-    if "stats.jsonl" in top or any(p.startswith(("network-snapshot-", "network-final"))
-                                   for p in top):
-        return "network"
     if "config.json" in top and any(p.endswith(".npz") for p in entries):
         return "network"
     if "dataset.json" in top or any(p.endswith(".tfrecords") for p in top):
@@ -114,8 +115,14 @@ def kind_of(entries: dict[str, Entry]) -> str:
     return "files"
 
 
+def kimg_text(kimg: float) -> str:
+    """A kimg as exactly as names record it (three decimals at most): 0.512, 4.5, 8."""
+    return f"{kimg:.3f}".rstrip("0").rstrip(".")
+
+
 def images_of(entries: dict[str, Entry]) -> list[Image]:
-    """Top-level pictures: reals, fakes grids by kimg, seeds by number, then the rest."""
+    """Top-level pictures: reals, fakes grids by kimg (ours and NVIDIA's names mix, so
+    never by name), seeds by number, then the rest."""
     out = []
     for path, e in entries.items():
         if "/" in path or not path.lower().endswith(IMAGE_SUFFIXES):
@@ -124,9 +131,9 @@ def images_of(entries: dict[str, Entry]) -> list[Image]:
             out.append(Image(path, e.sha256, e.size, "reals", "real images", -1))
         elif path == "fakes_init.png":
             out.append(Image(path, e.sha256, e.size, "fakes", "fakes at 0 kimg (init)", -1))
-        elif m := FAKES_RE.match(path):
-            kimg = int(m.group(1))
-            out.append(Image(path, e.sha256, e.size, "fakes", f"fakes at {kimg} kimg", kimg))
+        elif FAKES_RE.match(path) and (kimg := name_kimg(path)) is not None:
+            out.append(Image(path, e.sha256, e.size, "fakes",
+                             f"fakes at {kimg_text(kimg)} kimg", kimg))
         elif m := SEED_RE.match(path):
             seed = int(m.group(1))
             out.append(Image(path, e.sha256, e.size, "seed", f"seed {seed}", seed))
@@ -141,21 +148,23 @@ def _manifest(root: str, version_id: str) -> Manifest:
     return ReadOnlyStore(Path(root)).manifest(version_id)
 
 
+TORN = "torn"  # what ``_numbered_lines`` gives for a line that is not JSON
+
+
 @lru_cache(maxsize=1024)
-def _small_json_lines(object_path: str) -> tuple[dict[str, Any], ...]:
-    """JSON objects, one per line, of a small immutable object (keyed by its sha path)."""
-    out = []
+def _numbered_lines(object_path: str) -> tuple[tuple[int, bool, Any], ...]:
+    """(line number, parsed, value) of each non-empty line of a small immutable object
+    (keyed by its sha path); a line that is not JSON is (n, False, TORN)."""
+    out: list[tuple[int, bool, Any]] = []
     with open(object_path, encoding="utf-8", errors="replace") as f:
-        for line in f:
+        for number, line in enumerate(f, start=1):
             line = line.strip()
             if not line:
                 continue
             try:
-                value = json.loads(line)
-            except ValueError:
-                continue  # a torn or foreign line must not hide the rest of the file
-            if isinstance(value, dict):
-                out.append(value)
+                out.append((number, True, json.loads(line)))
+            except ValueError:  # a torn or foreign line must not hide the rest of the file
+                out.append((number, False, TORN))
     return tuple(out)
 
 
@@ -315,9 +324,26 @@ class Catalog:
         if entry is None or entry.size > SMALL_FILE:
             return []
         try:
-            return list(_small_json_lines(str(self.object_file(entry))))
+            lines = _numbered_lines(str(self.object_file(entry)))
         except (OSError, UIError):
             return []
+        return [value for _, ok, value in lines if ok and isinstance(value, dict)]
+
+    def numbered_lines(self, view: VersionView, path: str
+                       ) -> tuple[tuple[tuple[int, bool, Any], ...], str | None]:
+        """Each line of a small file of a version as ``_numbered_lines`` gives it, and
+        why there are none when the file cannot be read (too big, damaged, missing)."""
+        entry = view.entries.get(path)
+        if entry is None:
+            return (), "not in this version"
+        if entry.size > SMALL_FILE:
+            return (), f"{entry.size} bytes, over the {SMALL_FILE}-byte limit the page reads"
+        try:
+            return _numbered_lines(str(self.object_file(entry))), None
+        except UIError as exc:
+            return (), exc.message
+        except OSError as exc:
+            return (), f"unreadable ({exc.strerror})"
 
     def json_file(self, view: VersionView, path: str) -> dict[str, Any]:
         """A small JSON document of a version ({} when absent, too big or not an object)."""

@@ -2,7 +2,9 @@
 
 Thumbnails are made with Pillow once per (object, size), on disk under
 ``$STYLEGAN_CACHE/ui-thumbnails`` (default ``~/.cache/stylegan_ops/ui-thumbnails``), and at
-most two at a time so a burst of first views cannot starve the api-server.
+most two at a time so a burst of first views cannot starve the api-server. An image that
+needs shrinking becomes a JPEG; one that already fits stays pixel for pixel (PNG), so a
+page that enlarges a small fakes grid shows its pixels, not JPEG blocks.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from fastapi.responses import FileResponse
 from stylegan_airflow.ui.catalog import Catalog, UIError, VersionView, refused
 
 THUMB_SIZES = (128, 256, 512)
+THUMB_TYPES = {".png": "image/png", ".jpg": "image/jpeg"}  # by the cached file's suffix
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Served inline: types a browser cannot run as a page. Anything else (HTML, SVG, …) from a
 # version is a download, so a file in the store can never script the Airflow origin.
 INLINE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif", "application/json",
@@ -90,32 +94,43 @@ def serve_thumbnail(catalog: Catalog, request: Request, view: VersionView, ref: 
                "X-Content-Type-Options": "nosniff"}
     if _fresh(request, etag):
         return Response(status_code=304, headers=headers)
-    cached = cache_dir() / entry.sha256[:2] / f"{entry.sha256}-{size}.jpg"
-    if not cached.is_file():
-        data = make_thumbnail(catalog.object_file(entry), size)
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{secrets.token_hex(4)}")
-            tmp.write_bytes(data)
-            tmp.replace(cached)  # atomic: a reader never sees half a thumbnail
-        except OSError:  # a read-only home: serve it anyway, just uncached on disk
-            return Response(data, media_type="image/jpeg", headers=headers)
-    return FileResponse(cached, media_type="image/jpeg", headers=headers,
-                        content_disposition_type="inline")
+    stem = cache_dir() / entry.sha256[:2] / f"{entry.sha256}-{size}"
+    for suffix, kind in THUMB_TYPES.items():
+        cached = stem.with_name(stem.name + suffix)
+        if cached.is_file():
+            return FileResponse(cached, media_type=kind, headers=headers,
+                                content_disposition_type="inline")
+    data = make_thumbnail(catalog.object_file(entry), size)
+    suffix = ".png" if data.startswith(PNG_SIGNATURE) else ".jpg"
+    cached = stem.with_name(stem.name + suffix)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{secrets.token_hex(4)}")
+        tmp.write_bytes(data)
+        tmp.replace(cached)  # atomic: a reader never sees half a thumbnail
+    except OSError:  # a read-only home: serve it anyway, just uncached on disk
+        pass
+    return Response(data, media_type=THUMB_TYPES[suffix], headers=headers)
 
 
 def make_thumbnail(source: Path, size: int) -> bytes:
-    """Downscale an image to fit ``size``×``size`` (never upscale) as JPEG bytes."""
+    """An image fitted into ``size``×``size`` (never enlarged): JPEG bytes when it had to
+    shrink, PNG bytes with the very pixels when it already fitted."""
     from PIL import Image, UnidentifiedImageError
 
     with _thumb_slots:
         try:
             with Image.open(source) as img:
-                img.draft("RGB", (size, size))  # JPEG sources decode at a reduced scale
-                img.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+                fits = img.width <= size and img.height <= size
+                if not fits:
+                    img.draft("RGB", (size, size))  # JPEG sources decode at a reduced scale
+                    img.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
                 rgb = img.convert("RGB")
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
             raise UIError(415, f"cannot make a thumbnail of this file: {exc}") from exc
         out = io.BytesIO()
-        rgb.save(out, "JPEG", quality=85, optimize=True)
+        if fits:
+            rgb.save(out, "PNG", optimize=True)
+        else:
+            rgb.save(out, "JPEG", quality=85, optimize=True)
         return out.getvalue()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup, escape
@@ -11,6 +11,7 @@ from markupsafe import Markup, escape
 # Colours shared with the workflow graph: pretrained orange, ours green.
 SERIES_COLOURS = {"pretrained": "#e07a00", "ours": "#2e7d32"}
 FALLBACK_COLOURS = ("#1565c0", "#8e24aa", "#c62828", "#00838f", "#6d4c41")
+BEST_COLOUR = "#1a202c"
 WIDTH, HEIGHT = 520, 260
 LEFT, RIGHT, TOP, BOTTOM = 64, 130, 30, 40
 
@@ -19,8 +20,8 @@ LEFT, RIGHT, TOP, BOTTOM = 64, 130, 30, 40
 class Point:
     """One value of a chart."""
 
-    x: float  # version number
-    y: float
+    x: float  # version number, or kimg
+    y: float | None  # None: no value there (a gap in the line)
     label: str  # tooltip: the version ref and value
 
 
@@ -54,11 +55,12 @@ def _fmt(value: float) -> str:
 def line_chart(title: str, series: Mapping[str, Sequence[Point]],
                stand_in: bool = False) -> Markup:
     """A chart of one metric: x = version number, one line per series, a legend."""
-    points = [p for ps in series.values() for p in ps]
+    points = [p for ps in series.values() for p in ps if p.y is not None]
     if not points:
         return Markup("")
     xs = sorted({p.x for p in points})
-    yticks = nice_ticks(min(p.y for p in points), max(p.y for p in points))
+    values = [p.y for p in points if p.y is not None]
+    yticks = nice_ticks(min(values), max(values))
     x_lo, x_hi = (xs[0] - 0.5, xs[-1] + 0.5)
     y_lo, y_hi = yticks[0], yticks[-1]
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -69,18 +71,7 @@ def line_chart(title: str, series: Mapping[str, Sequence[Point]],
     def sy(y: float) -> float:
         return TOP + plot_h - (y - y_lo) / ((y_hi - y_lo) or 1) * plot_h
 
-    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
-           f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-           f'aria-label="{escape(title)}">',
-           f'<text x="{LEFT}" y="18" class="chart-title">{escape(title)}</text>']
-    if stand_in:
-        out.append(f'<text x="{WIDTH - RIGHT}" y="18" text-anchor="end" '
-                   'class="chart-standin">STAND-IN, not a standard score</text>')
-    for y in yticks:  # horizontal grid and y labels
-        out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" '
-                   'class="grid"/>')
-        out.append(f'<text x="{LEFT - 6}" y="{sy(y) + 4:.1f}" text-anchor="end" '
-                   f'class="tick">{_fmt(y)}</text>')
+    out = _frame("chart", title, stand_in, yticks, sy)
     for x in xs:
         out.append(f'<text x="{sx(x):.1f}" y="{TOP + plot_h + 16}" text-anchor="middle" '
                    f'class="tick">v{int(x)}</text>')
@@ -88,17 +79,113 @@ def line_chart(title: str, series: Mapping[str, Sequence[Point]],
                'class="axis">version</text>')
     for i, (name, ps) in enumerate(series.items()):
         c = colour(name, i)
-        ordered = sorted(ps, key=lambda p: p.x)
+        ordered = [(p.x, p.y, p.label) for p in sorted(ps, key=lambda p: p.x)
+                   if p.y is not None]
         if len(ordered) > 1:
-            path = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in ordered)
+            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in ordered)
             out.append(f'<polyline points="{path}" fill="none" stroke="{c}" stroke-width="2"/>')
-        for p in ordered:
-            out.append(f'<circle cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" r="4" fill="{c}">'
-                       f'<title>{escape(p.label)}</title></circle>')
-        ly = TOP + 14 + i * 18  # legend on the right
-        out.append(f'<rect x="{WIDTH - RIGHT + 12}" y="{ly - 9}" width="12" height="12" '
-                   f'fill="{c}"/>')
-        out.append(f'<text x="{WIDTH - RIGHT + 30}" y="{ly + 1}" class="legend">'
-                   f'{escape(name)}</text>')
+        for x, y, label in ordered:
+            out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{c}">'
+                       f'<title>{escape(label)}</title></circle>')
+        out += _legend(i, name, c)
     out.append("</svg>")
     return Markup("".join(out))  # noqa: S704 - every text above went through escape()
+
+
+def kimg_chart(title: str, series: Mapping[str, Sequence[Point]], best: Point | None = None,
+               stand_in: bool = False) -> Markup:
+    """A metric over training: x = kimg from 0, one line per result key; a null value is
+    a gap in its line (crossed on the x axis, never drawn as 0); the best snapshot ringed.
+    Each mark carries its kimg and value as data attributes, as plotted."""
+    points = [p for ps in series.values() for p in ps]
+    if not points:
+        return Markup("")
+    values = [p.y for p in points if p.y is not None]
+    xticks = nice_ticks(0.0, max(p.x for p in points) or 1.0)
+    yticks = nice_ticks(min(values), max(values)) if values else [0.0, 1.0]
+    x_lo, x_hi = xticks[0], xticks[-1]
+    y_lo, y_hi = yticks[0], yticks[-1]
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    base_y = TOP + plot_h
+
+    def sx(x: float) -> float:
+        return LEFT + (x - x_lo) / ((x_hi - x_lo) or 1) * plot_w
+
+    def sy(y: float) -> float:
+        return TOP + plot_h - (y - y_lo) / ((y_hi - y_lo) or 1) * plot_h
+
+    out = _frame("chart kimg-chart", title, stand_in, yticks, sy)
+    for x in xticks:
+        out.append(f'<text x="{sx(x):.1f}" y="{base_y + 16}" text-anchor="middle" '
+                   f'class="tick">{_fmt(x)}</text>')
+    out.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle" '
+               'class="axis">kimg</text>')
+    if not values:
+        out.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{TOP + plot_h / 2:.1f}" '
+                   'text-anchor="middle" class="axis">no finite values</text>')
+    for i, (name, ps) in enumerate(series.items()):
+        c = FALLBACK_COLOURS[i % len(FALLBACK_COLOURS)]  # keys, not pipeline branches
+        ordered = sorted(ps, key=lambda p: p.x)
+        segment: list[str] = []
+        for p in [*ordered, None]:  # a null (or the end) closes the line drawn so far
+            if p is not None and p.y is not None:
+                segment.append(f"{sx(p.x):.1f},{sy(p.y):.1f}")
+                continue
+            if len(segment) > 1:
+                out.append(f'<polyline class="line" data-key="{escape(name)}" '
+                           f'points="{" ".join(segment)}" fill="none" stroke="{c}" '
+                           'stroke-width="2"/>')
+            segment = []
+        for p in ordered:
+            data = f'data-key="{escape(name)}" data-kimg="{p.x!r}"'
+            if p.y is None:
+                x = sx(p.x)
+                out.append(f'<path class="gap" {data} d="M{x - 4:.1f},{base_y - 4} '
+                           f'L{x + 4:.1f},{base_y + 4} M{x + 4:.1f},{base_y - 4} '
+                           f'L{x - 4:.1f},{base_y + 4}" stroke="{c}" stroke-width="2">'
+                           f'<title>{escape(p.label)}</title></path>')
+            else:
+                out.append(f'<circle class="point" {data} data-value="{p.y!r}" '
+                           f'cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" r="3.5" fill="{c}">'
+                           f'<title>{escape(p.label)}</title></circle>')
+        out += _legend(i, name, c)
+    if best is not None and best.y is not None:
+        bx, by = sx(best.x), sy(best.y)
+        out.append(f'<circle class="best" data-kimg="{best.x!r}" data-value="{best.y!r}" '
+                   f'cx="{bx:.1f}" cy="{by:.1f}" r="8" fill="none" stroke="{BEST_COLOUR}" '
+                   f'stroke-width="2"><title>{escape(best.label)}</title></circle>')
+        out.append(f'<text x="{bx:.1f}" y="{by - 11:.1f}" text-anchor="middle" '
+                   'class="best-label">best</text>')
+        ly = TOP + 14 + len(series) * 18
+        out.append(f'<circle cx="{WIDTH - RIGHT + 18}" cy="{ly - 3}" r="6" fill="none" '
+                   f'stroke="{BEST_COLOUR}" stroke-width="2"/>')
+        out.append(f'<text x="{WIDTH - RIGHT + 30}" y="{ly + 1}" class="legend">best '
+                   'snapshot</text>')
+    out.append("</svg>")
+    return Markup("".join(out))  # noqa: S704 - every text above went through escape()
+
+
+def _frame(css: str, title: str, stand_in: bool, yticks: list[float],
+           sy: Callable[[float], float]) -> list[str]:
+    """The opening of a chart: title, stand-in warning, horizontal grid and y labels."""
+    plot_w = WIDTH - LEFT - RIGHT
+    out = [f'<svg class="{css}" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
+           f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+           f'aria-label="{escape(title)}">',
+           f'<text x="{LEFT}" y="18" class="chart-title">{escape(title)}</text>']
+    if stand_in:
+        out.append(f'<text x="{WIDTH - RIGHT}" y="18" text-anchor="end" '
+                   'class="chart-standin">STAND-IN, not a standard score</text>')
+    for y in yticks:
+        out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" '
+                   'class="grid"/>')
+        out.append(f'<text x="{LEFT - 6}" y="{sy(y) + 4:.1f}" text-anchor="end" '
+                   f'class="tick">{_fmt(y)}</text>')
+    return out
+
+
+def _legend(i: int, name: str, c: str) -> list[str]:
+    """The ``i``-th legend entry, on the right."""
+    ly = TOP + 14 + i * 18
+    return [f'<rect x="{WIDTH - RIGHT + 12}" y="{ly - 9}" width="12" height="12" fill="{c}"/>',
+            f'<text x="{WIDTH - RIGHT + 30}" y="{ly + 1}" class="legend">{escape(name)}</text>']

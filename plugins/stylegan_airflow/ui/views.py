@@ -6,14 +6,16 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+from stylegan_airflow.ui import training
 from stylegan_airflow.ui.catalog import (
     Catalog,
     Image,
     VersionView,
     is_stand_in,
+    kimg_text,
     ref_of_input,
 )
-from stylegan_airflow.ui.plots import Point, line_chart
+from stylegan_airflow.ui.plots import Point, kimg_chart, line_chart
 from stylegan_ops.store.model import Lineage, Use
 
 EVALUATION_PREFIX = "stylegan2-evaluation-"
@@ -21,6 +23,7 @@ GENERATED_PREFIX = "stylegan2-generated-"
 MAX_FILES = 500  # file rows on a version page; the rest is counted, not listed
 MAX_COMPARE_IMAGES = 48
 KIND_ORDER = {"dataset": 0, "network": 1, "evaluation": 2, "generated": 3}  # pipeline order
+MAX_TRAINING_RUNS = 6  # training versions charted on the metrics page, newest first
 REASONS = {"cache": "cache hit", "same-content": "same content"}
 
 
@@ -194,8 +197,53 @@ def metrics_overview(catalog: Catalog) -> dict[str, Any]:
     rows.sort(key=lambda r: (r["series"] != "pretrained", r["series"], r["number"]))
     charts = [{"metric": k, "stand_in": is_stand_in(k),
                "svg": line_chart(k, series[k], is_stand_in(k))} for k in keys]
+    runs = []
+    for view in sorted(catalog.of_kind("network"), key=lambda v: v.version.created,
+                       reverse=True):
+        progress = training_context(catalog, view)
+        if progress is not None:
+            runs.append({"ref": view.ref, "pinned": view.pinned, **progress})
     return {"keys": keys, "rows": rows, "charts": charts,
-            "stand_in": any(is_stand_in(k) for k in keys)}
+            "stand_in": any(is_stand_in(k) for k in keys)
+            or any(c["stand_in"] for r in runs for c in r["charts"]),
+            "training": runs[:MAX_TRAINING_RUNS], "more_training": len(runs[MAX_TRAINING_RUNS:])}
+
+
+def training_context(catalog: Catalog, view: VersionView) -> dict[str, Any] | None:
+    """A training version's metrics against kimg: one chart per metric file (its headline
+    keys), the best snapshot marked, and what was skipped; None when it has none."""
+    found = training.progress(catalog, view)
+    if found is None:
+        return None
+    ranked = found.best_curve()
+    best = found.best
+    charts = []
+    for curve in found.curves:
+        series = {key: [_sample_point(key, s) for s in samples]
+                  for key, samples in curve.keys.items()}
+        mark = None
+        if best is not None and ranked is not None and ranked[0] is curve:
+            mark = Point(best.kimg, best.value, "best: " + training.best_label(best)
+                         + (f" ({best.snapshot})" if best.snapshot else ""))
+        title = next(iter(curve.keys)) if len(curve.keys) == 1 else curve.metric
+        charts.append({"metric": curve.metric, "path": curve.path, "title": title,
+                       "stand_in": curve.stand_in,
+                       "svg": kimg_chart(title, series, mark, curve.stand_in)})
+    grid = None
+    if best is not None:  # the fakes grid drawn at the best snapshot, named by its kimg
+        grid = next((i.path for i in view.images() if i.kind == "fakes" and i.order >= 0
+                     and round(i.order, 3) == round(best.kimg, 3)), None)
+    return {"charts": charts, "best": best, "best_label": training.best_label(best)
+            if best else None, "best_grid": grid, "notes": found.notes,
+            "data": found.to_dict()}
+
+
+def _sample_point(key: str, sample: training.Sample) -> Point:
+    at = f"{kimg_text(sample.kimg)} kimg" + (f" ({sample.snapshot})" if sample.snapshot else "")
+    if sample.value is None:
+        return Point(sample.kimg, None, f"{key} at {at}: no value (null"
+                     + (f": {sample.why})" if sample.why else ")"))
+    return Point(sample.kimg, sample.value, f"{key} at {at}: {sample.value:.4g}")
 
 
 def _detector(record: dict[str, Any]) -> str:
@@ -225,6 +273,7 @@ def images_context(catalog: Catalog, run: str | None, generated: str | None,
     return {
         "networks": networks, "generated_versions": gens, "datasets": datasets,
         "run": run_v, "run_images": run_v.images() if run_v else [],
+        "training": training_context(catalog, run_v) if run_v else None,
         "generated": gen_v, "seeds": [i for i in gen_v.images() if i.kind == "seed"]
         if gen_v else [], "generation": catalog.generation(gen_v) if gen_v else {},
         "dataset": data_v,
@@ -263,7 +312,7 @@ def compare(catalog: Catalog, a: VersionView, b: VersionView,
                            for v in (a, b)]}
 
 
-def _image_rank(image: Image) -> tuple[int, int, str]:
+def _image_rank(image: Image) -> tuple[int, float, str]:
     rank = {"reals": 0, "fakes": 1, "seed": 2, "image": 3}
     return rank[image.kind], image.order, image.path
 
@@ -284,6 +333,7 @@ def version_context(catalog: Catalog, view: VersionView, airflow_base: str, base
             "computed_by": run_page(base, view.version.lineage.dag_id,
                                     view.version.lineage.run_id),
             "generation": catalog.generation(view) if view.kind == "generated" else None,
+            "training": training_context(catalog, view) if view.kind == "network" else None,
             "files": entries[:MAX_FILES], "more_files": max(0, len(entries) - MAX_FILES),
             "choices": choices, "compare_with": row["previous"] or _next_of(view, choices)}
 
