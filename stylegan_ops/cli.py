@@ -373,12 +373,19 @@ def prepare_merge(shards: tuple[Path, ...], out: Path) -> None:
 @click.option("--workers", type=click.IntRange(min=1, max=256),
               default=min(os.cpu_count() or 1, 256),
               help="Processes drawing images (default: all cores, at most 256).")
+@click.option("--palette", default="default", show_default=True,
+              help="Fur and eye colours: default, or alt (no fur colour in common).")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Index of the first image; samples of one seed over disjoint "
+                   "[offset, offset+count) ranges share no image.")
 @stage
-def make_sample_lmdb(out: Path, count: int, bad: int | None, seed: int, workers: int) -> None:
+def make_sample_lmdb(out: Path, count: int, bad: int | None, seed: int, workers: int,
+                     palette: str, offset: int) -> None:
     """Generate the embedded sample: an LSUN-format LMDB of cartoon cats."""
     from stylegan_ops.data import sample as stage_mod
 
-    emit(stage_mod.run(stage_mod.SampleConfig(out, count, bad, seed, workers)))
+    emit(stage_mod.run(stage_mod.SampleConfig(out, count, bad, seed, workers, palette,
+                                              offset)))
 
 
 @main.command()
@@ -420,13 +427,44 @@ def inspect(path: Path, limit: int | None) -> None:
               show_default=True, help="Thousands of real images to show D (> 0).")
 @click.option("--batch", type=click.IntRange(min=2), default=32, show_default=True,
               help="Minibatch size (>= 2, divisible by the devices).")
-@click.option("--gamma", type=FiniteFloat(min=0), default=10.0, show_default=True,
-              help="R1 weight (>= 0).")
+@click.option("--gamma", type=FiniteFloat(min=0), default=None,
+              help="R1 weight (>= 0; default: the preset's — config-f/e 10, small "
+                   "ADA's auto rule 0.0002·res²/batch).")
 @click.option("--mirror", is_flag=True, help="x-flip the reals (default: off).")
 @click.option("--resume", default=None,
               help="Snapshot dir to continue, or 'auto' for the newest in --out (default: none).")
-@click.option("--aug", type=click.Choice(["none", "ada"]), default="none", show_default=True,
-              help="Adaptive discriminator augmentation.")
+@click.option("--init", "init", type=PathArg, default=None,
+              help="Fine-tune: start G, D and Gs from this snapshot dir or NVIDIA .pkl "
+                   "(kimg 0, fresh optimizer; its architecture must be --config's).")
+@click.option("--freeze-d", type=click.IntRange(min=0), default=0, show_default=True,
+              help="D blocks from the highest resolution kept fixed (FreezeD).")
+@click.option("--ema-kimg", type=FiniteFloat(min=0), default=10.0, show_default=True,
+              help="Half-life of the G average, in kimg (>= 0).")
+@click.option("--ema-rampup", type=FiniteFloat(min=0), default=None,
+              help="Cap the EMA half-life at this × the images shown (0: off; default: "
+                   "the preset's — small 0.05, config-f/e off).")
+@click.option("--aug", type=click.Choice(["none", "ada", "fixed"]), default="none",
+              show_default=True,
+              help="Augment what D sees: adaptive p (ada), a constant --p (fixed), or none.")
+@click.option("--augpipe", type=click.Choice(["blit", "geom", "color", "bgc", "bgcf", "bgcfn",
+                                              "bgcfnc"]),
+              default="bgc", show_default=True, help="ADA's transform groups.")
+@click.option("--target", "ada_target", type=FiniteFloat(min=0, min_open=True, max=1),
+              default=0.6, show_default=True,
+              help="ADA's target for the sign of D's outputs on reals, in (0, 1].")
+@click.option("--p", "aug_p", type=FiniteFloat(min=0, max=1), default=0.0,
+              show_default=True,
+              help="Augment probability: --aug fixed's constant, --aug ada's start.")
+@click.option("--metrics", "metric_names", default="",
+              help="Evaluate every snapshot: e.g. swd,fid50k_full (default: none); "
+                   "appended to <out>/metric-<name>.jsonl with its kimg.")
+@click.option("--metrics-images", type=click.IntRange(min=2), default=None,
+              help="Cap the images per metric during training (default: each metric's).")
+@click.option("--keep-best", default=None,
+              help="One of --metrics: keep its best snapshot as <out>/network-best.")
+@click.option("--reference-data", type=PathArg, default=None,
+              help="The metrics' reals: another dataset dir, e.g. the full set a subset "
+                   "was cut from (default: --data).")
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
               help="GPUs to use.")
 @click.option("--devices", type=DeviceList(), default=None,
@@ -440,18 +478,29 @@ def inspect(path: Path, limit: int | None) -> None:
 @click.option("--seed", type=click.IntRange(0, MAX_TRAIN_SEED), default=0, show_default=True,
               help="Random seed.")
 @stage
-def train(data: Path, out: Path, config: str, total_kimg: float, batch: int, gamma: float,
-          mirror: bool, resume: str | None, aug: str, gpus: int,
-          devices: tuple[str, ...] | None,
-          mixed_precision: bool, tick_kimg: float, snapshot_ticks: int, seed: int) -> None:
-    """Train StyleGAN2 (TF2) on a dataset; --resume auto continues after a crash."""
+def train(data: Path, out: Path, config: str, total_kimg: float, batch: int,
+          gamma: float | None, mirror: bool, resume: str | None, init: Path | None,
+          freeze_d: int, ema_kimg: float, ema_rampup: float | None, aug: str, augpipe: str,
+          ada_target: float, aug_p: float, metric_names: str, metrics_images: int | None,
+          keep_best: str | None, reference_data: Path | None, gpus: int,
+          devices: tuple[str, ...] | None, mixed_precision: bool, tick_kimg: float,
+          snapshot_ticks: int, seed: int) -> None:
+    """Train StyleGAN2 (TF2) on a dataset; --resume auto continues after a crash,
+    --init fine-tunes a pretrained network."""
     from stylegan_ops.training import loop
 
-    emit(loop.run(loop.TrainConfig(data, out, config, total_kimg, batch, gamma, mirror, resume,
-                                   aug, gpus=gpus, tick_kimg=tick_kimg,
-                                   devices=devices,
-                                   mixed_precision=mixed_precision,
-                                   snapshot_ticks=snapshot_ticks, seed=seed)))
+    metrics: tuple[str, ...] = ()
+    if metric_names.strip():
+        from stylegan_ops.metrics.evaluate import parse_metrics
+
+        metrics = parse_metrics(metric_names)
+    emit(loop.run(loop.TrainConfig(
+        data, out, config, total_kimg, batch, gamma, mirror, resume, aug, ada_target,
+        gpus=gpus, tick_kimg=tick_kimg, devices=devices, mixed_precision=mixed_precision,
+        snapshot_ticks=snapshot_ticks, seed=seed, ema_kimg=ema_kimg, ema_rampup=ema_rampup,
+        init=str(init) if init else None, freeze_d=freeze_d, augpipe=augpipe, aug_p=aug_p,
+        metrics=metrics, metrics_images=metrics_images, keep_best=keep_best,
+        reference_data=reference_data)))
 
 
 @main.command()
@@ -510,9 +559,13 @@ def style_mix(network: Path, row_seeds: str, col_seeds: str, col_styles: str,
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the fakes.")
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Images per generator and detector call.")
+@click.option("--reference-data", type=PathArg, default=None,
+              help="Dataset directory whose images are every metric's reals, e.g. the full "
+                   "dataset when --data is the subset the network was trained on (default: "
+                   "--data).")
 @stage
 def evaluate(network: Path, data: Path, metrics: str, out: Path, num_images: int | None,
-             truncation_psi: float, seed: int, batch: int) -> None:
+             truncation_psi: float, seed: int, batch: int, reference_data: Path | None) -> None:
     """Evaluate a network against a dataset; one JSON line per metric and run.
 
     Detector files come from the weight cache ($STYLEGAN_CACHE, see fetch-weights);
@@ -521,7 +574,7 @@ def evaluate(network: Path, data: Path, metrics: str, out: Path, num_images: int
 
     emit(stage_mod.run(stage_mod.EvaluateConfig(network, data, out,
                                                 stage_mod.parse_metrics(metrics), num_images,
-                                                truncation_psi, seed, batch)))
+                                                truncation_psi, seed, batch, reference_data)))
 
 
 @main.command("fetch-weights")

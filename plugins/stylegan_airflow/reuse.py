@@ -21,6 +21,7 @@ from typing import Any
 
 from stylegan_airflow.paths import run_dir
 from stylegan_airflow.runners import store_path
+from stylegan_ops.training import snapshot_name
 
 KINDS = ("download", "sample", "unzip", "extract", "import", "train", "evaluate", "generate")
 OUT_FLAG = "--out"
@@ -256,7 +257,7 @@ class Decision:
                           ckey[:16])
             return
         kimg, _, what, path, version = max(candidates, key=lambda c: (c[0], c[1]))
-        target = out / f"network-snapshot-{int(kimg):06d}"
+        target = out / snapshot_name(round(kimg * 1000))
         # copied beside under a name --resume auto ignores, then renamed: a task killed
         # mid-copy leaves no half snapshot for its retry to resume from
         copying = out / f".{target.name}.copying"

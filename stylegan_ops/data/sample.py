@@ -3,7 +3,10 @@
 Values are WebP like LSUN's, keys are 40-hex-digit ids like LSUN's, sizes and aspect ratios
 vary around 256–512 px, and a few records are corrupt or empty, as in the real database.
 The pictures have structure (a face, ears, eyes, stripes, gradients) so training on them
-visibly learns something. Everything is a pure function of ``seed``.
+visibly learns something. Everything is a pure function of the config: image *i* of a seed
+is the same picture in every sample that contains it, so samples over disjoint index ranges
+(``offset``) share no image, and the ``alt`` palette recolours the same stream with fur and
+eye colours that the default palette never produces (for transfer-learning experiments).
 """
 
 from __future__ import annotations
@@ -23,8 +26,29 @@ from stylegan_ops.errors import StageError
 from stylegan_ops.fsutil import atomic_dir
 
 MAX_COUNT = 10_000_000  # a sample, not a dataset: LSUN cat itself has 1.66 M images
-FUR = [(230, 150, 60), (90, 90, 90), (240, 240, 235), (40, 35, 30), (200, 170, 130),
-       (160, 110, 70)]
+FUR_JITTER = 20  # each channel of a cat's fur is its palette colour +- this
+Colour = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Palette:
+    """The colours a cat is drawn in; the background gradient is random in every palette."""
+
+    fur: tuple[Colour, ...]  # base colours, jittered by FUR_JITTER per channel
+    eyes: tuple[Colour, ...]
+
+
+PALETTES = {
+    # the original sample's colours: ginger, grey, white, black, cream, brown
+    "default": Palette(fur=((230, 150, 60), (90, 90, 90), (240, 240, 235), (40, 35, 30),
+                            (200, 170, 130), (160, 110, 70)),
+                       eyes=((120, 200, 80), (230, 190, 40), (80, 150, 230))),
+    # blue, green, purple, teal, magenta, sky: every jittered fur colour lies more than
+    # 2 * FUR_JITTER away from every default one in some channel, so none is shared
+    "alt": Palette(fur=((60, 100, 210), (70, 180, 80), (150, 60, 180), (40, 160, 170),
+                        (210, 70, 150), (150, 210, 230)),
+                   eyes=((220, 80, 40), (170, 90, 220), (60, 210, 200))),
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +60,8 @@ class SampleConfig:
     bad: int | None = None  # corrupt or empty records on top; None = 2% (at least 2)
     seed: int = 0
     workers: int = 1  # processes used to draw and encode; output does not depend on it
+    palette: str = "default"  # a key of PALETTES
+    offset: int = 0  # index of the first image: [offset, offset + count) of the seed's stream
 
     def __post_init__(self) -> None:
         if not 1 <= self.count <= MAX_COUNT:
@@ -46,6 +72,14 @@ class SampleConfig:
             raise StageError(f"seed must be >= 0, got {self.seed}")
         if not 1 <= self.workers <= 256:
             raise StageError(f"workers must be in 1..256, got {self.workers}")
+        if self.palette not in PALETTES:
+            raise StageError(f"palette must be one of {', '.join(PALETTES)}, "
+                             f"got {self.palette!r}")
+        # image indices stay below bad_record's 10**9 + j, so no good image is ever the
+        # source of a truncated record
+        if not 0 <= self.offset <= MAX_COUNT - self.count:
+            raise StageError(f"offset must be in 0..{MAX_COUNT - self.count} for count "
+                             f"{self.count}, got {self.offset}")
 
     @property
     def bad_records(self) -> int:
@@ -67,8 +101,19 @@ def lsun_key(seed: int, index: int) -> bytes:
     return hashlib.sha1(f"{seed}:{index}".encode(), usedforsecurity=False).hexdigest().encode()
 
 
-def draw_cat(rng: np.random.Generator) -> Image.Image:
-    """One cartoon cat on a gradient background with a striped texture."""
+def fur_colour(rng: np.random.Generator, palette: Palette) -> Colour:
+    """A palette fur colour, jittered per channel by up to FUR_JITTER."""
+    base = np.array(palette.fur[int(rng.integers(len(palette.fur)))])
+    fur = base + rng.integers(-FUR_JITTER, FUR_JITTER + 1, size=3)
+    r, g, b = (int(c) for c in fur.clip(0, 255))
+    return r, g, b
+
+
+def draw_cat(rng: np.random.Generator, palette: Palette = PALETTES["default"]) -> Image.Image:
+    """One cartoon cat on a gradient background with a striped texture.
+
+    The palette changes colours only: the same ``rng`` state gives the same cat's shape,
+    pose and background in every palette (the draws happen in the same order)."""
     w, h = (int(v) for v in rng.integers(256, 513, size=2))
     bg0, bg1 = rng.integers(0, 256, size=(2, 3))
     t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
@@ -77,8 +122,7 @@ def draw_cat(rng: np.random.Generator) -> Image.Image:
     img = Image.fromarray(background.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
 
-    fur = np.array(FUR[int(rng.integers(len(FUR)))]) + rng.integers(-20, 21, size=3)
-    fur_rgb = tuple(int(c) for c in fur.clip(0, 255))
+    fur_rgb = fur_colour(rng, palette)
     dark = tuple(int(c * 0.5) for c in fur_rgb)
     s = min(w, h) * float(rng.uniform(0.32, 0.45))  # head radius
     cx = w / 2 + float(rng.uniform(-0.12, 0.12)) * w
@@ -99,7 +143,7 @@ def draw_cat(rng: np.random.Generator) -> Image.Image:
         x = cx + (k - 1) * 0.22 * s
         draw.line((x, cy - 0.95 * s, x, cy - 0.55 * s), fill=dark, width=max(2, int(s / 14)))
     # eyes with slit pupils, looking the same way
-    eye = tuple(int(c) for c in rng.choice([[120, 200, 80], [230, 190, 40], [80, 150, 230]]))
+    eye = tuple(int(c) for c in rng.choice([list(c) for c in palette.eyes]))
     look = float(rng.uniform(-0.06, 0.06)) * s
     for side in (-1, 1):
         ex, ey = cx + side * 0.4 * s, cy - 0.1 * s
@@ -119,11 +163,11 @@ def draw_cat(rng: np.random.Generator) -> Image.Image:
     return Image.fromarray((np.asarray(img, np.float32) + grain).clip(0, 255).astype(np.uint8))
 
 
-def encode_image(seed: int, index: int) -> bytes:
+def encode_image(seed: int, index: int, palette: str = "default") -> bytes:
     """The WebP bytes of sample image ``index``."""
     rng = np.random.default_rng([seed, index])
     buf = io.BytesIO()
-    draw_cat(rng).save(buf, format="WEBP", quality=88, method=2)
+    draw_cat(rng, PALETTES[palette]).save(buf, format="WEBP", quality=88, method=2)
     return buf.getvalue()
 
 
@@ -137,7 +181,7 @@ def bad_record(seed: int, index: int) -> bytes:
     return np.random.default_rng([seed, index, 7]).bytes(512)
 
 
-def _encode_job(args: tuple[int, int]) -> bytes:
+def _encode_job(args: tuple[int, int, str]) -> bytes:
     return encode_image(*args)
 
 
@@ -145,7 +189,8 @@ def run(cfg: SampleConfig) -> SampleResult:
     """Write the sample LMDB atomically to ``cfg.out``."""
     if cfg.out.exists() or cfg.out.is_symlink():
         raise StageError(f"output already exists: {cfg.out}")
-    jobs = [(cfg.seed, i) for i in range(cfg.count)]
+    first = cfg.offset  # images keep their index (and key) from the seed's full stream
+    jobs = [(cfg.seed, first + i, cfg.palette) for i in range(cfg.count)]
     ctx = multiprocessing.get_context("fork")
     with atomic_dir(cfg.out) as tmp:
         # Sized for the worst case; LMDB files are sparse, so this costs no disk.
@@ -153,9 +198,9 @@ def run(cfg: SampleConfig) -> SampleResult:
         try:
             with ctx.Pool(cfg.workers) as pool, env.begin(write=True) as txn:
                 for i, value in enumerate(pool.imap(_encode_job, jobs, chunksize=16)):
-                    txn.put(lsun_key(cfg.seed, i), value)
+                    txn.put(lsun_key(cfg.seed, first + i), value)
                 for j in range(cfg.bad_records):
-                    txn.put(lsun_key(cfg.seed, cfg.count + j), bad_record(cfg.seed, j))
+                    txn.put(lsun_key(cfg.seed, first + cfg.count + j), bad_record(cfg.seed, j))
         finally:
             env.close()
         # LMDB's lock file holds reader slots and pids, different bytes on every run; the

@@ -60,6 +60,14 @@ class Discriminator(tf.Module):
     def trainable(self) -> list[tf.Variable]:
         return list(self.params.values())
 
+    def frozen(self, blocks: int) -> set[str]:
+        """Names of the first ``blocks`` blocks from the highest resolution, FromRGB with
+        the first (FreezeD, Mo et al. 2020: fine-tuning keeps D's lower layers fixed)."""
+        if blocks <= 0:
+            return set()
+        layers = [self.from_rgb, *(m for b in self.blocks[:blocks] for m in b)]
+        return {k for layer in layers for k in layer.params}
+
     def __call__(self, img: tf.Tensor) -> tf.Tensor:
         cfg = self.cfg
         tf.debugging.assert_equal(tf.shape(img)[1:], [cfg.resolution, cfg.resolution,

@@ -35,9 +35,9 @@ from stylegan_ops.errors import StageError
 from stylegan_ops.fsutil import dump_json
 from stylegan_ops.store.base import read_json_record
 from stylegan_ops.store.model import SHA_RE, Use, Version
+from stylegan_ops.training import SNAPSHOT_RE
 
 FORMAT = "stylegan-cache/1"
-SNAPSHOT_RE = re.compile(r"network-snapshot-[0-9]{6}")
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ def left_snapshots(store: Any, continue_key: str, exclude_out: Path,
         except OSError:  # unreadable: nothing to continue from there
             continue
         for snap in snaps:
-            if SNAPSHOT_RE.fullmatch(snap.name) and (kimg := _snapshot_kimg(snap)) is not None \
+            if SNAPSHOT_RE.match(snap.name) and (kimg := _snapshot_kimg(snap)) is not None \
                     and kimg <= max_kimg:
                 out.append(Start(snap, kimg, f"run {rec.get('run_id')}'s {snap.name} "
                                              f"({kimg:g} kimg)"))
@@ -268,7 +268,7 @@ def finished_networks(store: Any, name: str, continue_key: str,
 
 def is_own_snapshot_dir(out: Path) -> bool:
     """Whether ``out`` already holds a snapshot (then ``--resume auto`` continues there)."""
-    return out.is_dir() and any(SNAPSHOT_RE.fullmatch(p.name) for p in out.iterdir())
+    return out.is_dir() and any(SNAPSHOT_RE.match(p.name) for p in out.iterdir())
 
 
 def relocate(value: Any, old: str, new: str) -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import shutil
 import sys
 import time
@@ -19,18 +18,23 @@ import tensorflow as tf
 
 from stylegan_ops.data.montage import save_grid
 from stylegan_ops.errors import StageError
-from stylegan_ops.fsutil import check_output, dump_json, temp_sibling
+from stylegan_ops.fsutil import check_output, dump_json, temp_sibling, write_atomic
 from stylegan_ops.networks.discriminator import Discriminator
 from stylegan_ops.networks.generator import Generator
 from stylegan_ops.networks.ops import state_variable
 from stylegan_ops.networks.presets import NetworkConfig, preset
 from stylegan_ops.networks.snapshot import Snapshot, assign
-from stylegan_ops.training import DEVICE_RE, MAX_TRAIN_SEED
+from stylegan_ops.training import (
+    DEVICE_RE,
+    MAX_TRAIN_SEED,
+    fakes_name,
+    name_kimg,
+    snapshot_name,
+)
 from stylegan_ops.training.augment import AdaController, augment
 from stylegan_ops.training.dataset import image_dataset, level_file
 
 log = logging.getLogger(__name__)
-SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d{6})$")
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,10 @@ class TrainConfig:
     config: str = "config-f"  # network preset (presets.PRESETS)
     total_kimg: float = 10.0  # thousands of real images shown to D
     batch: int = 32
-    gamma: float = 10.0  # R1 weight
+    gamma: float | None = None  # R1 weight; None: the preset's rule (PRESET_TRAINING)
     mirror: bool = False  # x-flip the reals
     resume: str | None = None  # a snapshot dir, or "auto": the newest in ``out``
-    aug: str = "none"  # "none" or "ada"
+    aug: str = "none"  # "none", "ada" (p adapts) or "fixed" (p stays aug_p)
     ada_target: float = 0.6
     gpus: int = 1
     devices: tuple[str, ...] | None = None  # explicit TF devices (e.g. /cpu:0,/cpu:1); wins
@@ -58,12 +62,21 @@ class TrainConfig:
     pl_decay: float = 0.01
     pl_batch_shrink: int = 2
     ema_kimg: float = 10.0  # G EMA half-life
+    ema_rampup: float | None = None  # half-life <= rampup × images shown; None: preset's
     style_mixing: float = 0.9
     tick_kimg: float = 1.0  # a stats line every tick
     snapshot_ticks: int = 4  # a snapshot every this many ticks (and at the end)
     seed: int = 0
     fused: bool | None = None  # grouped-conv modulation; None: on when a GPU is used
     mixed_precision: bool = False  # float16 synthesis and D, float32 weights, loss scaling
+    init: str | None = None  # fine-tune: start G, D and Gs from this snapshot dir or .pkl
+    freeze_d: int = 0  # D blocks (from the highest resolution) kept fixed: FreezeD
+    augpipe: str = "bgc"  # ADA transforms (augment.AUGPIPES)
+    aug_p: float = 0.0  # "fixed": the probability; "ada": the starting one
+    metrics: tuple[str, ...] = ()  # evaluated at every snapshot (metrics.evaluate names)
+    metrics_images: int | None = None  # cap of images per metric during training
+    keep_best: str | None = None  # one of ``metrics``: keep its best snapshot as network-best
+    reference_data: Path | None = None  # the metrics' reals (default: ``data``)
 
     def __post_init__(self) -> None:
         self._check_numbers()
@@ -80,16 +93,62 @@ class TrainConfig:
         if self.batch % self.pl_batch_shrink:
             raise StageError(f"batch {self.batch} is not divisible by the path-length "
                              f"batch shrink {self.pl_batch_shrink}")
-        if self.aug not in ("none", "ada"):
-            raise StageError(f"aug must be 'none' or 'ada', got {self.aug!r}")
+        if self.aug not in ("none", "ada", "fixed"):
+            raise StageError(f"aug must be 'none', 'ada' or 'fixed', got {self.aug!r}")
+        from stylegan_ops.training.augment import pipe
+
+        pipe(self.augpipe)
         if self.devices is not None:
             if not self.devices or any(not DEVICE_RE.match(str(d)) for d in self.devices):
                 raise StageError(f"devices must be TF device names like /gpu:0, got "
                                  f"{list(self.devices)!r}")
             if len(set(self.devices)) != len(self.devices):
                 raise StageError(f"devices {','.join(self.devices)} name a device twice")
-        preset(self.config)
+        net = preset(self.config)
+        blocks = net.log2 - 2  # D's blocks above its 4x4 epilogue
+        if not isinstance(self.freeze_d, int) or not 0 <= self.freeze_d <= blocks:
+            raise StageError(f"freeze-d must be an integer in 0..{blocks} (the D blocks of "
+                             f"{self.config} at {net.resolution} px), got {self.freeze_d!r}")
+        if self.metrics:
+            from stylegan_ops.metrics.evaluate import parse_metrics
+
+            parse_metrics(",".join(self.metrics))
+        if self.keep_best is not None and self.keep_best not in self.metrics:
+            raise StageError(f"keep-best {self.keep_best!r} is not one of --metrics "
+                             f"({','.join(self.metrics) or 'none given'})")
+        if self.metrics_images is not None and (
+                not isinstance(self.metrics_images, int) or self.metrics_images < 2):
+            raise StageError(f"metrics-images must be an integer >= 2, got "
+                             f"{self.metrics_images!r}")
         check_output(self.out, "dir")
+
+    # -- defaults that follow the preset, resolution and batch ----------------------
+    @property
+    def r1_gamma(self) -> float:
+        """γ given, else the preset's: NVIDIA's paper value, or ADA's ``auto`` rule
+        0.0002 · res² / batch (γ = 10 is config-f's value for 256 px; at 32 px it is
+        orders of magnitude too strong)."""
+        if self.gamma is not None:
+            return self.gamma
+        rule = PRESET_TRAINING[self.config]["gamma"]
+        res = preset(self.config).resolution
+        return 0.0002 * res * res / self.batch if rule == "auto" else float(rule)
+
+    @property
+    def ema_ramp(self) -> float:
+        """The EMA ramp-up (0: off): given, else the preset's."""
+        if self.ema_rampup is not None:
+            return self.ema_rampup
+        return float(PRESET_TRAINING[self.config]["ema_rampup"])
+
+    def ema_beta(self, nimg: int) -> float:
+        """Per-step decay of the G average after ``nimg`` images: a half-life of
+        ``ema_kimg``, capped at ``ema_rampup`` × the images shown so far, so early in a
+        short run the average is not mostly the random initialisation."""
+        horizon = self.ema_kimg * 1000
+        if self.ema_ramp > 0:
+            horizon = min(horizon, nimg * self.ema_ramp)
+        return float(0.5 ** (self.batch / max(horizon, 1e-8)))
 
     def _check_numbers(self) -> None:
         """Every number finite and in its range: NaN passes ``<=`` tests (all comparisons
@@ -101,7 +160,11 @@ class TrainConfig:
 
         need("total-kimg", self.total_kimg, self.total_kimg > 0, "a finite number > 0")
         need("tick-kimg", self.tick_kimg, self.tick_kimg > 0, "a finite number > 0")
-        need("gamma", self.gamma, self.gamma >= 0, "a finite number >= 0")
+        if self.gamma is not None:
+            need("gamma", self.gamma, self.gamma >= 0, "a finite number >= 0")
+        if self.ema_rampup is not None:
+            need("ema-rampup", self.ema_rampup, self.ema_rampup >= 0, "a finite number >= 0")
+        need("aug-p", self.aug_p, 0 <= self.aug_p <= 1, "in [0, 1]")
         need("lr", self.lr, self.lr > 0, "a finite number > 0")
         need("eps", self.eps, self.eps > 0, "a finite number > 0")
         for i, beta in enumerate(self.betas):
@@ -121,9 +184,23 @@ class TrainConfig:
              f"an integer in 0..{MAX_TRAIN_SEED}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as run: defaults that follow a rule are written resolved, and
+        ``auto`` names them."""
         d = asdict(self)
         d["data"], d["out"] = str(self.data), str(self.out)
+        d["reference_data"] = str(self.reference_data) if self.reference_data else None
+        d["auto"] = [k for k in ("gamma", "ema_rampup") if d[k] is None]
+        d["gamma"], d["ema_rampup"] = self.r1_gamma, self.ema_ramp
         return d
+
+
+# Training defaults per network preset: NVIDIA's paper settings for config-f/e; for the
+# small preset that short CPU runs use, ADA's resolution-aware γ and an EMA ramp-up.
+PRESET_TRAINING: dict[str, dict[str, float | str]] = {
+    "config-f": {"gamma": 10.0, "ema_rampup": 0.0},
+    "config-e": {"gamma": 10.0, "ema_rampup": 0.0},
+    "small": {"gamma": "auto", "ema_rampup": 0.05},
+}
 
 
 @dataclass(frozen=True)
@@ -195,6 +272,11 @@ class Adam:
         return out
 
     def restore(self, names: list[str], arrays: dict[str, np.ndarray]) -> None:
+        missing = [n for n in names if f"{self.name}/m/{n}" not in arrays]
+        if f"{self.name}/t" not in arrays or missing:
+            raise StageError(f"the snapshot has no {self.name} optimizer state for "
+                             f"{missing[0] if missing else 'its step count'} (trained with "
+                             f"another --freeze-d?)")
         self.t.assign(float(arrays[f"{self.name}/t"]))
         if f"{self.name}/loss_scale" in arrays:
             self.scale.assign(float(arrays[f"{self.name}/loss_scale"]))
@@ -222,7 +304,8 @@ class Trainer:
         for name, var in self.Gs.params.items():
             var.assign(self.G.params[name])
         self.g_names = [n for n, v in self.G.params.items() if v.trainable]
-        self.d_names = list(self.D.params)
+        frozen = self.D.frozen(cfg.freeze_d)
+        self.d_names = [n for n in self.D.params if n not in frozen]
         g_vars = [self.G.params[n] for n in self.g_names]
         d_vars = [self.D.params[n] for n in self.d_names]
         mp = cfg.mixed_precision
@@ -230,15 +313,15 @@ class Trainer:
         self.d_opt = Adam("D", d_vars, cfg.lr, cfg.betas, cfg.eps, cfg.r1_interval, mp)
         self.dtype = tf.float16 if mp else tf.float32  # compute dtype of synthesis and D
         self.pl_mean = state_variable(0.0, "pl_mean")
-        self.ada = AdaController(cfg.ada_target) if cfg.aug == "ada" else None
+        self.ada = AdaController(cfg.ada_target, p=cfg.aug_p) if cfg.aug != "none" else None
         gpu = bool(tf.config.list_physical_devices("GPU"))
         self.fused = cfg.fused if cfg.fused is not None else gpu
         self.batch = cfg.batch // self.replicas  # per replica
-        self.ema_beta = 0.5 ** (cfg.batch / max(cfg.ema_kimg * 1000, 1e-8))
+        self.gamma = cfg.r1_gamma
 
     # -- helpers -------------------------------------------------------------------
     def _aug(self, images: tf.Tensor) -> tf.Tensor:
-        return augment(images, self.ada.p) if self.ada is not None else images
+        return augment(images, self.ada.p, self.cfg.augpipe) if self.ada is not None else images
 
     def _synth(self, ws: tf.Tensor) -> tf.Tensor:
         """Images in float32 from synthesis run in the compute dtype."""
@@ -283,7 +366,7 @@ class Trainer:
                 logits = tf.reduce_sum(self._disc(self._aug(reals)))
             grad = inner.gradient(logits, reals)
             penalty = tf.reduce_sum(tf.square(grad), axis=[1, 2, 3])
-            loss = tf.reduce_mean(penalty * (self.cfg.gamma / 2) * self.cfg.r1_interval)
+            loss = tf.reduce_mean(penalty * (self.gamma / 2) * self.cfg.r1_interval)
             scaled = self.d_opt.scaled(loss)
         self.d_opt.apply(tape.gradient(scaled, self.d_opt.vars,
                                        unconnected_gradients=tf.UnconnectedGradients.ZERO))
@@ -345,11 +428,13 @@ class Trainer:
         return self.strategy.experimental_distribute_dataset(dataset)
 
     @tf.function
-    def ema(self) -> None:
+    def ema(self, beta: tf.Tensor) -> None:
+        """Gs ← G + (Gs − G)·β for trained weights; copies of the rest (noise inputs,
+        ``dlatent_avg``). ``beta`` is a tensor: a new value per step, one trace."""
         for name, var in self.Gs.params.items():
             src = self.G.params[name]
             if src.trainable:
-                var.assign(src + (var - src) * self.ema_beta)
+                var.assign(src + (var - src) * beta)
             else:
                 var.assign(src)
 
@@ -358,11 +443,19 @@ class Trainer:
         def arrays(params: dict[str, tf.Variable]) -> dict[str, np.ndarray]:
             return {k: v.numpy() for k, v in params.items()}
 
-        state = {"kimg": kimg, "step": step, "pl_mean": float(self.pl_mean.numpy()),
+        state = {"kimg": kimg, "nimg": round(kimg * 1000), "step": step,
+                 "pl_mean": float(self.pl_mean.numpy()),
                  "augment_p": float(self.ada.p.numpy()) if self.ada else 0.0}
         opt = {**self.g_opt.state(self.g_names), **self.d_opt.state(self.d_names)}
         return Snapshot(self.net, arrays(self.G.params), arrays(self.D.params),
                         arrays(self.Gs.params), state, opt)
+
+    def init_from(self, snap: Snapshot) -> None:
+        """Fine-tuning: G, D and Gs take ``snap``'s weights (mapping, ``dlatent_avg`` and
+        noise strengths included); optimizer, path-length mean and kimg start fresh."""
+        assign(self.G.params, snap.G, "G")
+        assign(self.D.params, snap.D, "D")
+        assign(self.Gs.params, snap.Gs, "Gs")
 
     def restore(self, snap: Snapshot) -> tuple[float, int]:
         if snap.config != self.net:
@@ -374,7 +467,7 @@ class Trainer:
             self.g_opt.restore(self.g_names, snap.optimizer)
             self.d_opt.restore(self.d_names, snap.optimizer)
         self.pl_mean.assign(snap.state.get("pl_mean", 0.0))
-        if self.ada is not None:
+        if self.ada is not None and self.cfg.aug == "ada":  # "fixed" keeps its own p
             self.ada.p.assign(snap.state.get("augment_p", 0.0))
         return float(snap.state["kimg"]), int(snap.state.get("step", 0))
 
@@ -402,24 +495,77 @@ def make_strategy(cfg: TrainConfig) -> tf.distribute.Strategy:
 
 
 def latest_snapshot(run_dir: Path) -> Path | None:
-    snaps = sorted(p for p in run_dir.glob("network-snapshot-*") if SNAPSHOT_RE.match(p.name))
-    return snaps[-1] if snaps else None
+    """The furthest snapshot of a run, ours or NVIDIA-named, ordered by kimg."""
+    snaps = [(kimg, p) for p in run_dir.glob("network-snapshot-*")
+             if (kimg := name_kimg(p.name)) is not None]
+    return max(snaps)[1] if snaps else None
+
+
+GRID_MIN_PX = 512  # grids narrower than this are enlarged (nearest: pixels stay sharp)
+
+
+def grid_latents(net: NetworkConfig, seed: int) -> np.ndarray:
+    """The fakes grids' latents: 8×8 at small resolutions, where 16 say little; 4×4 above."""
+    count = 64 if net.resolution <= 64 else 16
+    return np.random.RandomState(seed).randn(count, net.z_dim).astype(np.float32)
+
+
+def save_readable_grid(images: np.ndarray, path: Path) -> None:
+    """A square grid of uint8 NHWC images, enlarged by a whole factor without smoothing
+    to at least GRID_MIN_PX across (a 4×4 grid of 32 px images is unreadable)."""
+    cols = math.ceil(math.sqrt(len(images)))
+    width = cols * images.shape[2]
+    scale = max(1, math.ceil(GRID_MIN_PX / width))
+    if scale > 1:
+        images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    save_grid(list(images), path, cols=cols)
 
 
 def _grid(G: Generator, z: np.ndarray, path: Path) -> None:  # noqa: N803
     imgs = G.synthesis(G.map(tf.constant(z)), noise_mode="const").numpy()
-    u8 = np.clip(imgs * 127.5 + 128, 0, 255).astype(np.uint8)
-    save_grid(list(u8), path, cols=math.ceil(math.sqrt(len(u8))))
+    save_readable_grid(np.clip(imgs * 127.5 + 128, 0, 255).astype(np.uint8), path)
+
+
+def load_init(source: str, net: NetworkConfig, preset_name: str) -> Snapshot:
+    """The network a fine-tuning run starts from: one of our snapshots or an NVIDIA
+    .pkl, refused in one line when its architecture is not the preset's."""
+    from stylegan_ops.generate import _build_snapshot
+
+    path = Path(source)
+    if not path.exists():
+        raise StageError(f"--init {source}: no such snapshot or .pkl")
+    if path.is_file():
+        from stylegan_ops.legacy import load_pickle
+
+        snap: Snapshot = _build_snapshot(load_pickle(path))
+    else:
+        snap = Snapshot.load(path)
+        if not (snap.G and snap.D):
+            raise StageError(f"--init {source}: the snapshot holds no G/D weights to "
+                             f"fine-tune (only the sampling network Gs)")
+    theirs, ours = snap.config.to_dict(), net.to_dict()
+    differ = [f"{k} {theirs[k]} (preset {preset_name}: {ours[k]})"
+              for k in ours if theirs.get(k) != ours[k]]
+    if differ:
+        raise StageError(f"--init {source}: the network does not match preset "
+                         f"{preset_name}: {', '.join(differ)}")
+    return snap
 
 
 def run(cfg: TrainConfig) -> TrainResult:
     """Train (or resume) into ``cfg.out``; returns where the final network is."""
     net = preset(cfg.config)
     path = level_file(cfg.data, net.resolution)  # a larger dataset serves its lower level
+    init = load_init(cfg.init, net, cfg.config) if cfg.init else None
+    scorer = _scorer(cfg, net)  # detectors and reference data checked before any training
     strategy = make_strategy(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "config.json").write_bytes(dump_json({"train": cfg.to_dict(),
-                                                     "network": net.to_dict()}))
+    config = {"train": cfg.to_dict(), "network": net.to_dict()}
+    if cfg.init:
+        from stylegan_ops.generate import network_digest
+
+        config["init"] = {"source": cfg.init, "sha256": network_digest(Path(cfg.init))}
+    (cfg.out / "config.json").write_bytes(dump_json(config))
     trainer = Trainer(cfg, net, strategy)
     kimg, step = 0.0, 0
     resume = latest_snapshot(cfg.out) if cfg.resume == "auto" else (
@@ -429,22 +575,28 @@ def run(cfg: TrainConfig) -> TrainResult:
         log.info("resumed from %s at %g kimg", resume, kimg)
     elif cfg.resume and cfg.resume != "auto":
         raise StageError(f"no snapshot at {cfg.resume}")
+    elif init is not None:  # a fine-tune's own snapshots win: --resume auto continues it
+        trainer.init_from(init)
+        log.info("initialised from %s", cfg.init)
+    nimg = round(kimg * 1000)
 
-    grid_z = np.random.RandomState(cfg.seed).randn(16, net.z_dim).astype(np.float32)
+    grid_z = grid_latents(net, cfg.seed)
     dataset = image_dataset(path, cfg.batch, cfg.mirror, cfg.seed + step)
     reals_iter = iter(trainer.distribute(dataset))
     if not (cfg.out / "reals.png").exists():
-        first = next(iter(dataset)).numpy()
-        save_grid(list(np.clip(first[:16] * 127.5 + 128, 0, 255).astype(np.uint8)),
-                  cfg.out / "reals.png", cols=4)
+        first = np.concatenate([next(iter(dataset)).numpy()
+                                for _ in range(math.ceil(len(grid_z) / cfg.batch))])
+        save_readable_grid(np.clip(first[:len(grid_z)] * 127.5 + 128, 0, 255
+                                   ).astype(np.uint8), cfg.out / "reals.png")
         _grid(trainer.Gs, grid_z, cfg.out / "fakes_init.png")
     writer = tf.summary.create_file_writer(str(cfg.out / "tensorboard"))
     started = time.monotonic()
-    tick_start, tick_kimg0 = time.monotonic(), kimg
+    tick_start, tick_nimg0 = time.monotonic(), nimg
     ticks = 0
     last_snapshot = latest_snapshot(cfg.out)
+    total = round(cfg.total_kimg * 1000)
     with (cfg.out / "stats.jsonl").open("a") as stats_file:
-        while kimg < cfg.total_kimg:
+        while nimg < total:
             reals = next(reals_iter)
             stats = trainer.d_step(reals)
             if step % cfg.r1_interval == 0:
@@ -452,20 +604,24 @@ def run(cfg: TrainConfig) -> TrainResult:
             stats.update(trainer.g_step())
             if step % cfg.pl_interval == 0:
                 stats.update(trainer.g_reg_step())
-            trainer.ema()
-            if trainer.ada is not None and step % trainer.ada.interval == 0:
+            beta = cfg.ema_beta(nimg)  # from the images shown before this step
+            trainer.ema(tf.constant(beta, tf.float32))
+            if cfg.aug == "ada" and trainer.ada is not None and step % trainer.ada.interval == 0:
                 trainer.ada.update(cfg.batch)
             step += 1
-            kimg += cfg.batch / 1000
-            done = kimg >= cfg.total_kimg
-            if kimg - tick_kimg0 >= cfg.tick_kimg or done:
+            nimg += cfg.batch
+            kimg = nimg / 1000
+            done = nimg >= total
+            if nimg - tick_nimg0 >= cfg.tick_kimg * 1000 or done:
                 ticks += 1
                 sec = time.monotonic() - tick_start
-                row = {"kimg": round(kimg, 3), "step": step,
+                shown = (nimg - tick_nimg0) / 1000
+                row = {"kimg": kimg, "step": step,
                        **{k: float(v) for k, v in stats.items()},
-                       "sec_per_kimg": sec / max(kimg - tick_kimg0, 1e-9),
-                       "img_per_sec": (kimg - tick_kimg0) * 1000 / max(sec, 1e-9),
+                       "sec_per_kimg": sec / max(shown, 1e-9),
+                       "img_per_sec": shown * 1000 / max(sec, 1e-9),
                        "augment_p": float(trainer.ada.p.numpy()) if trainer.ada else 0.0,
+                       "ema_beta": beta,  # the last step's
                        "peak_memory_mb": _peak_memory_mb()}
                 stats_file.write(json.dumps(_json_row(row), allow_nan=False) + "\n")
                 stats_file.flush()
@@ -474,16 +630,69 @@ def run(cfg: TrainConfig) -> TrainResult:
                         tf.summary.scalar(k, v)
                 print(f"kimg {kimg:8.3f}  " + "  ".join(
                     f"{k} {v:.4g}" for k, v in row.items() if k != "kimg"), file=sys.stderr)
-                tick_start, tick_kimg0 = time.monotonic(), kimg
                 if ticks % cfg.snapshot_ticks == 0 or done:
-                    last_snapshot = cfg.out / f"network-snapshot-{int(kimg):06d}"
-                    _replace(trainer.snapshot(kimg, step), last_snapshot)
-                    _grid(trainer.Gs, grid_z, cfg.out / f"fakes{int(kimg):06d}.png")
+                    last_snapshot = cfg.out / snapshot_name(nimg)
+                    snap = trainer.snapshot(kimg, step)
+                    _replace(snap, last_snapshot)
+                    _grid(trainer.Gs, grid_z, cfg.out / fakes_name(nimg))
+                    if scorer is not None:
+                        scorer.score(trainer.Gs, snap, last_snapshot, kimg)
+                tick_start, tick_nimg0 = time.monotonic(), nimg
     writer.close()
     final = cfg.out / "network-final"
     _replace(trainer.snapshot(kimg, step), final)
     return TrainResult(str(cfg.out), round(kimg, 3), str(last_snapshot or final), str(final),
                        round(time.monotonic() - started, 1))
+
+
+class _Scorer:
+    """``--metrics`` at every snapshot, and ``--keep-best``'s network-best + best.json."""
+
+    def __init__(self, cfg: TrainConfig, net: NetworkConfig) -> None:
+        from stylegan_ops.metrics.evaluate import TrainingMetrics
+
+        self.cfg = cfg
+        self.metrics = TrainingMetrics(cfg.data, cfg.metrics, cfg.out,
+                                       num_images=cfg.metrics_images, seed=cfg.seed,
+                                       reference_data=cfg.reference_data,
+                                       resolution=net.resolution)
+        self.best: float | None = None
+        if cfg.keep_best is not None:
+            self.key, self.lower = TrainingMetrics.headline(cfg.keep_best)
+            best = cfg.out / "best.json"
+            if best.is_file() and (cfg.out / "network-best").is_dir():  # a resumed run
+                value = json.loads(best.read_text()).get("value")
+                self.best = float(value) if isinstance(value, int | float) else None
+
+    def score(self, G: Generator, snap: Snapshot, path: Path, kimg: float) -> None:  # noqa: N803
+        results = self.metrics.evaluate(G, path, kimg)
+        if self.cfg.keep_best is None:
+            return
+        value = _headline_value(results, self.cfg.keep_best, self.key)
+        if value is None:
+            return
+        if self.best is None or (value < self.best if self.lower else value > self.best):
+            self.best = value
+            _replace(snap, self.cfg.out / "network-best")
+            write_atomic(self.cfg.out / "best.json", dump_json({
+                "metric": self.key, "value": value, "kimg": kimg, "snapshot": path.name}))
+            log.info("best %s so far: %g at %s", self.key, value, path.name)
+
+
+def _headline_value(results: dict[str, dict[str, float | None]], metric: str,
+                    key: str) -> float | None:
+    """The ranked value among one evaluation's results (a stand-in detector's score
+    carries the @stand-in suffix on both the metric and the key)."""
+    for recorded, values in results.items():
+        if recorded.split("@")[0] == metric:
+            for k, v in values.items():
+                if k.split("@")[0] == key:
+                    return v
+    return None
+
+
+def _scorer(cfg: TrainConfig, net: NetworkConfig) -> _Scorer | None:
+    return _Scorer(cfg, net) if cfg.metrics else None
 
 
 def _json_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -575,7 +575,7 @@ def test_a_failed_run_is_continued_from_its_snapshot(trainer: Trainer) -> None:
         train("r1", "0.4")
     trainer.fail_at = None
     second = train("r2", "0.4")
-    assert trainer.found == [[], ["network-snapshot-000000:0.1"]]
+    assert trainer.found == [[], ["network-snapshot-000000.100:0.1"]]  # copied, named by kimg
     what = "run r1's network-snapshot-000000 (0.1 kimg)"
     assert second.xcoms[("train", CONTINUED_XCOM)] == what
     assert store().resolve(TRAINED).lineage.continued_from == what
@@ -589,7 +589,7 @@ def test_a_longer_run_continues_from_the_finished_network(trainer: Trainer) -> N
     train("r1", "0.2")
     short = store().resolve(TRAINED)
     longer = train("r2", "0.4")
-    assert trainer.found == [[], ["network-snapshot-000000:0.2"]]
+    assert trainer.found == [[], ["network-snapshot-000000.200:0.2"]]
     what = f"{TRAINED}@{short.id} ({short.ref}, 0.2 kimg)"
     assert longer.xcoms[("train", CONTINUED_XCOM)] == what
     assert store().resolve(TRAINED).lineage.continued_from == what

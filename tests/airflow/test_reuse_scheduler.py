@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from stylegan_ops.store.local import Store
+from stylegan_ops.training import name_kimg, snapshot_name
 from tests.airflow.stack import AirflowStack, commit_cats32, running_stack, stage_pids
 from tests.conftest import cli
 from tests.fakegithub import git, make_origin
@@ -277,13 +278,13 @@ def test_a_run_after_training_failed_for_good_continues_from_its_snapshot(
     for try_number in (1, 2, 3):
         assert "failed with exit code -9" in task_log(stack, "fails", "train", try_number)
     assert count(store, NET) == nets
-    snapshot = train_dir / "network-snapshot-000000"
+    snapshot = max(train_dir.glob("network-snapshot-*"), key=lambda p: name_kimg(p.name) or -1)
     left = round(json.loads((snapshot / "state.json").read_text())["kimg"], 3)
-    assert left > 0
+    assert left > 0 and snapshot.name == snapshot_name(round(left * 1000))
 
     trigger(stack, "after_failure", conf)
     assert stack.wait_for_run(DAG, "after_failure", timeout=400) == "success", stack.logs()
-    what = f"run fails's network-snapshot-000000 ({left:g} kimg)"
+    what = f"run fails's {snapshot.name} ({left:g} kimg)"
     log = task_log(stack, "after_failure", "train")
     assert f"continuing training from {what}" in log, log[-3000:]
     assert "training from scratch" not in log

@@ -387,10 +387,11 @@ def test_left_snapshots_are_those_a_registered_run_left_up_to_max_kimg(store: St
                                                                        tmp_path: Path) -> None:
     failed = tmp_path / "ws/failed/train-1"
     s0 = snapshot_dir(failed, "network-snapshot-000000", 0.1)
-    s1 = snapshot_dir(failed, "network-snapshot-000001", 0.2)
+    s1 = snapshot_dir(failed, "network-snapshot-000000.200", 0.2)  # ours; the rest NVIDIA's
     snapshot_dir(failed, "network-snapshot-000002", 0.4)  # further than this run goes
     snapshot_dir(failed, "network-final", 0.2)  # a finished net is found as a version
     snapshot_dir(failed, "network-snapshot-12", 0.1)  # not a snapshot name
+    snapshot_dir(failed, "network-snapshot-000000.5", 0.1)  # nor this (3 decimals)
     snapshot_dir(failed, "network-snapshot-000003", 0.1, files=("G.npz",))  # no D
     snapshot_dir(failed, "network-snapshot-000004", 0.1, files=("D.npz",))  # no G
     snapshot_dir(failed, "network-snapshot-000005", None, state="{")  # damaged state
@@ -401,7 +402,7 @@ def test_left_snapshots_are_those_a_registered_run_left_up_to_max_kimg(store: St
     register_training(store, CKEY, "stylegan2_train", "failed-run", failed)
     found = left_snapshots(store, CKEY, tmp_path / "ws/new/train-1", 0.3)
     assert [(s.path, s.kimg) for s in found] == [(s0, 0.1), (s1, 0.2)]
-    assert found[1].what == "run failed-run's network-snapshot-000001 (0.2 kimg)"
+    assert found[1].what == "run failed-run's network-snapshot-000000.200 (0.2 kimg)"
     assert found[1].version is None
     assert [s.kimg for s in left_snapshots(store, CKEY, tmp_path / "x", 1.0)] == [0.1, 0.2, 0.4]
     assert left_snapshots(store, "e" * 64, tmp_path / "x", 1.0) == []  # another key

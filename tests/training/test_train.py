@@ -18,6 +18,7 @@ from stylegan_ops.data.prepare import PrepareConfig
 from stylegan_ops.data.prepare import run as prepare
 from stylegan_ops.networks.snapshot import Snapshot
 from stylegan_ops.training.augment import augment
+from stylegan_ops.training.loop import latest_snapshot
 from tests.conftest import cli
 
 TRAIN = ["--config", "small", "--batch", "8"]
@@ -43,14 +44,15 @@ def test_short_run_writes_every_artefact(cats32: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.splitlines()[-1])
     assert result["kimg"] == pytest.approx(0.08)
-    for name in ("config.json", "stats.jsonl", "reals.png", "fakes_init.png", "fakes000000.png"):
+    for name in ("config.json", "stats.jsonl", "reals.png", "fakes_init.png",
+                 "fakes000000.032.png", "fakes000000.064.png", "fakes000000.080.png"):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     rows = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
     assert len(rows) == 5
     assert {"kimg", "loss_d", "loss_g", "sec_per_kimg", "img_per_sec",
             "peak_memory_mb"} <= set(rows[-1])
-    for snap in ("network-snapshot-000000", "network-final"):
+    for snap in ("network-snapshot-000000.080", "network-final"):
         files = {p.name for p in (out / snap).iterdir()}
         assert {"config.json", "G.npz", "D.npz", "Gs.npz", "optimizer.npz",
                 "state.json"} <= files
@@ -74,7 +76,9 @@ def test_killed_run_resumes_from_its_last_snapshot(cats32: Path, tmp_path: Path)
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    snap = Snapshot.load(out / "network-snapshot-000000", need_training_state=True)
+    last = latest_snapshot(out)
+    assert last is not None
+    snap = Snapshot.load(last, need_training_state=True)
     killed_at = snap.state["kimg"]
     assert killed_at > 0
     resumed = subprocess.run(train_cmd(cats32, out, "--total-kimg", str(killed_at + 0.032),
