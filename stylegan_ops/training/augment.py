@@ -289,7 +289,9 @@ def apply(images: tf.Tensor, p: tf.Tensor | float, transforms: Mapping[str, floa
     spec = tuple((name, float(transforms[name])) for name in TRANSFORMS if name in transforms)
     if seed is None:
         seed = tf.random.uniform([2], 0, 2**31 - 1, tf.int32)
-    p = tf.stop_gradient(tf.cast(p, tf.float32))  # a value: custom_gradient refuses variables
+    # a value, never differentiated: custom_gradient refuses variables, and a tape that
+    # watched p would compile a second variant of the pipeline keeping intermediates
+    p = tf.stop_gradient(tf.cast(p, tf.float32))
     x = tf.cast(images, tf.float32)  # float16 under mixed precision: the maths in float32
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int32), 3)
     n = tf.shape(x)[0]
@@ -306,18 +308,14 @@ def apply(images: tf.Tensor, p: tf.Tensor | float, transforms: Mapping[str, floa
     # itself, i.e. the pipeline without its offsets; so every order runs one of the two
     # compiled functions. (No tf.cond to skip p = 0: TF cannot take second-order
     # gradients through a cond around a custom gradient.)
-    # stop_gradient: a tape watching the inputs of a compiled function would trace and
-    # compile another variant of it that keeps intermediates for a gradient never taken
-    sg = tf.stop_gradient
-
     @tf.custom_gradient
     def compiled(x: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
         @tf.custom_gradient
         def adjoint(dy: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
             def linear(w: tf.Tensor) -> tf.Tensor:
-                return _compiled(sg(w), p, *draws, 0 * p, spec)
-            return _compiled_vjp(sg(x), p, *draws, sg(dy), spec), linear
-        return _compiled(sg(x), p, *draws, 0 * p + 1, spec), adjoint
+                return _compiled(w, p, *draws, tf.zeros([]), spec)
+            return _compiled_vjp(x, p, *draws, dy, spec), linear
+        return _compiled(x, p, *draws, tf.ones([]), spec), adjoint
 
     return tf.cast(compiled(x), images.dtype)
 
