@@ -17,7 +17,6 @@ import tensorflow as tf
 from stylegan_ops.data.prepare import PrepareConfig
 from stylegan_ops.data.prepare import run as prepare
 from stylegan_ops.networks.snapshot import Snapshot
-from stylegan_ops.training.augment import augment
 from stylegan_ops.training.loop import latest_snapshot
 from tests.conftest import cli
 
@@ -115,17 +114,6 @@ def test_ada_controller_follows_the_sign_of_real_logits() -> None:
         ada.accumulate(-tf.ones([8]))
         ada.update(batch=8)
     assert float(ada.p) == 0.0  # clamped at 0
-
-
-def test_augment_is_identity_at_p0_and_differentiable() -> None:
-    x = tf.random.uniform([4, 16, 16, 3], -1, 1, seed=1)
-    np.testing.assert_allclose(augment(x, tf.constant(0.0)).numpy(), x.numpy(), atol=1e-5)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = augment(x, tf.constant(1.0))
-        total = tf.reduce_sum(y)
-    assert not np.allclose(y.numpy(), x.numpy())
-    assert tape.gradient(total, x) is not None
 
 
 @pytest.mark.parametrize(("args", "message"), [
