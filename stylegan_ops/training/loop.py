@@ -592,6 +592,7 @@ def run(cfg: TrainConfig) -> TrainResult:
     writer = tf.summary.create_file_writer(str(cfg.out / "tensorboard"))
     started = time.monotonic()
     tick_start, tick_nimg0 = time.monotonic(), nimg
+    maintenance_sec = 0.0  # the last tick's stats, snapshot, grid and metrics
     ticks = 0
     last_snapshot = latest_snapshot(cfg.out)
     total = round(cfg.total_kimg * 1000)
@@ -614,7 +615,8 @@ def run(cfg: TrainConfig) -> TrainResult:
             done = nimg >= total
             if nimg - tick_nimg0 >= cfg.tick_kimg * 1000 or done:
                 ticks += 1
-                sec = time.monotonic() - tick_start
+                tock = time.monotonic()
+                sec = tock - tick_start
                 shown = (nimg - tick_nimg0) / 1000
                 row = {"kimg": kimg, "step": step,
                        **{k: float(v) for k, v in stats.items()},
@@ -622,6 +624,7 @@ def run(cfg: TrainConfig) -> TrainResult:
                        "img_per_sec": shown * 1000 / max(sec, 1e-9),
                        "augment_p": float(trainer.ada.p.numpy()) if trainer.ada else 0.0,
                        "ema_beta": beta,  # the last step's
+                       "maintenance_sec": maintenance_sec,
                        "peak_memory_mb": _peak_memory_mb()}
                 stats_file.write(json.dumps(_json_row(row), allow_nan=False) + "\n")
                 stats_file.flush()
@@ -638,6 +641,9 @@ def run(cfg: TrainConfig) -> TrainResult:
                     if scorer is not None:
                         scorer.score(trainer.Gs, snap, last_snapshot, kimg)
                 tick_start, tick_nimg0 = time.monotonic(), nimg
+                # outside sec_per_kimg, which times the steps alone, but still reported:
+                # with --metrics or --snapshot-ticks 1 it is a large share of the wall time
+                maintenance_sec = tick_start - tock
     writer.close()
     final = cfg.out / "network-final"
     _replace(trainer.snapshot(kimg, step), final)
