@@ -20,14 +20,16 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowFailException
 from stylegan_airflow.operators import DatasetVersionOperator, StageOperator, version_asset
 from stylegan_airflow.params import (
+    AUGPIPES,
     CACHE_PARAMS,
     DEFAULT_PROFILES,
     GIT_COMMIT_PATTERN,
     METRIC_NAMES,
     METRICS_TEXT_PATTERN,
+    OPTIONAL_METRICS_TEXT_PATTERN,
     REF_PATTERN,
     SHA256_PATTERN,
     TAG_ITEMS,
@@ -70,7 +72,48 @@ PARAMS = {
                    description="Minibatch size, divisible by the number of devices "
                                "(default 32; at least 2)."),
     "ada": Param(False, type="boolean",
-                 description="Use adaptive discriminator augmentation (default off)."),
+                 description="Use adaptive discriminator augmentation (default off); the "
+                             "same as aug: ada, kept for older settings files."),
+    "aug": Param("none", type="string", enum=["none", "ada", "fixed"],
+                 description="Augment what D sees, reals and fakes alike: none (default), "
+                             "ada (the probability p adapts towards aug_target) or fixed (p "
+                             "stays aug_p)."),
+    "augpipe": Param("bgc", type="string", enum=list(AUGPIPES),
+                     description="ADA's transform groups when aug is ada or fixed: "
+                                 f"{', '.join(AUGPIPES)} (default bgc: blit, geometric, "
+                                 "colour)."),
+    "aug_target": Param(0.6, type="number", exclusiveMinimum=0, maximum=1,
+                        description="aug ada: the target for the sign of D's outputs on "
+                                    "reals, in (0, 1] (default 0.6, ADA's)."),
+    "aug_p": Param(None, type=["number", "null"], minimum=0, maximum=1,
+                   description="Augment probability in [0, 1]: aug fixed's constant (needed "
+                               "then), aug ada's start; empty (default): ada starts at 0."),
+    "init_from": Param(None, type=["string", "null"], pattern=REF_PATTERN,
+                       description="Fine-tune our network from another: empty (default) "
+                                   "trains from scratch; pretrained: the pretrained "
+                                   "branch's imported network (our branch then waits for "
+                                   "the import); or a network version ref, e.g. "
+                                   "stylegan2-trained-network:v3 (its network-final). Its "
+                                   "architecture must be config's at the dataset's "
+                                   "resolution."),
+    "freeze_d": Param(0, type="integer", minimum=0,
+                      description="Fine-tuning: the first this many discriminator blocks, "
+                                  "from the highest resolution, stay fixed (FreezeD; "
+                                  "default 0: none)."),
+    "gamma": Param(None, type=["number", "null"], minimum=0,
+                   description="R1 regularisation weight (>= 0); empty (default): the "
+                               "preset's (config-f/e 10, small 0.0002·res²/batch)."),
+    "train_metrics": Param("", type=["string", "array"], uniqueItems=True,
+                           items={"type": "string", "enum": list(METRIC_NAMES)},
+                           pattern=OPTIONAL_METRICS_TEXT_PATTERN,
+                           description="Metrics each snapshot is scored on during training, "
+                                       "comma-separated, e.g. swd (default empty: none); "
+                                       "appended to the run's metric-<name>.jsonl with "
+                                       "kimg. metric_images caps them too."),
+    "keep_best": Param(None, type=["string", "null"], enum=[*METRIC_NAMES, None],
+                       description="One of train_metrics: keep its best snapshot as "
+                                   "network-best, with best.json (default empty: no; "
+                                   "network-final stays the last either way)."),
     "tick_kimg": Param(1, type="number", exclusiveMinimum=0,
                        description="Progress is logged every this many kimg (default 1; > 0)."),
     "snapshot_ticks": Param(4, type="integer", minimum=1,
@@ -86,6 +129,12 @@ PARAMS = {
     "metric_images": Param(None, type=["integer", "null"], minimum=2,
                            description="Cap every metric's image count for quick checks "
                                        "(at least 2); empty (default): each metric's own."),
+    "reference_dataset_ref": Param(None, type=["string", "null"], pattern=REF_PATTERN,
+                                   description="Dataset version whose reals the evaluations "
+                                               "compare against, e.g. the full set a small "
+                                               "training subset was cut from (pulled from "
+                                               "dataset_remote when that is set); empty "
+                                               "(default): dataset_ref."),
     # NaN passes a JSON schema's bounds (every comparison with it is false); the stages
     # refuse non-finite numbers themselves (exit 2 naming the value)
     "seeds": Param("6600-6605", type="string", pattern=r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$",
@@ -129,6 +178,86 @@ def version_of(task_id: str) -> str:
 
 TAGS = "{{ params.tags or [] }}"  # the form sends null for no tags
 TRY = "{{ ti.try_number }}"  # outputs per try: a retry never meets a half-written one
+INIT_PRETRAINED = "pretrained"  # init_from's word for the pretrained branch's network
+# one of them runs (a version; the pretrained branch's import), or neither (from scratch)
+INIT_TASKS = ("resolve_init_ours", "init_ours_from_import")
+# train's arguments: the plan's, then --init from whichever init task ran
+TRAIN_ARGS = ("{{ ti.xcom_pull(task_ids='plan', key='train') + ((ti.xcom_pull("
+              "task_ids='resolve_init_ours') or ti.xcom_pull(task_ids='init_ours_from_import')"
+              " or {}).get('args') or []) }}")
+
+
+def metric_list(value: Any) -> list[str]:
+    """A metrics param as names: a list from the form, maybe comma-separated text."""
+    if isinstance(value, str):
+        return [m for m in value.split(",") if m]
+    return list(value or [])
+
+
+def train_options(params: dict[str, Any]) -> tuple[str, list[str]]:
+    """The --aug value, and train's flags for augmentation, γ, FreezeD and metrics during
+    training: only those that apply, so a run without augmentation and with the rest left
+    at their defaults has the arguments it had before these params existed. A combination
+    the stage would refuse fails the run here, before any work."""
+    aug = params["aug"]
+    if params["ada"]:  # the older switch
+        if aug == "fixed":
+            raise AirflowFailException("ada: true asks for adaptive augmentation, aug "
+                                       "'fixed' for a constant one: set only one of them")
+        aug = "ada"
+    if aug == "fixed" and params["aug_p"] is None:
+        raise AirflowFailException("aug 'fixed' needs aug_p, the constant augment "
+                                   "probability (e.g. 0.2)")
+    out = []
+    if aug != "none":
+        out += ["--augpipe", params["augpipe"]]
+        if aug == "ada":
+            out += ["--target", str(params["aug_target"])]
+        if params["aug_p"] is not None:
+            out += ["--p", str(params["aug_p"])]
+    if params["gamma"] is not None:
+        out += ["--gamma", str(params["gamma"])]
+    if params["freeze_d"]:
+        out += ["--freeze-d", str(params["freeze_d"])]
+    metrics, best = metric_list(params["train_metrics"]), params["keep_best"]
+    if best and best not in metrics:
+        raise AirflowFailException(f"keep_best {best!r} is not one of train_metrics "
+                                   f"({','.join(metrics) or 'none given'})")
+    if metrics:
+        out += ["--metrics", ",".join(metrics)]
+        if params["metric_images"]:
+            out += ["--metrics-images", str(params["metric_images"])]
+        if best:
+            out += ["--keep-best", best]
+    return aug, out
+
+
+def network_in(root: Any) -> Any:
+    """The network a checked-out version holds: a training run's network-final, the
+    version itself when it is one snapshot (an import), or its one .pkl; else None."""
+    import json
+
+    if (root / "network-final").is_dir():
+        return root / "network-final"
+    try:
+        fmt = json.loads((root / "config.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None
+    if isinstance(fmt, str) and fmt.startswith("stylegan-ops-snapshot"):
+        return root
+    pickles = sorted(root.glob("*.pkl"))
+    return pickles[0] if len(pickles) == 1 else None
+
+
+def checkout(store: Any, ref: str, out: Any, remote: str | None) -> Any:
+    """Pull ``ref`` from the published store first if one is given, then check it out
+    (verified) at ``out``."""
+    if remote:
+        from stylegan_ops.store.remote import pull
+
+        version, _ = pull(store, remote, ref)
+        ref = f"{version.name}@{version.id}"
+    return store.checkout(ref, out, verify=True, replace=True)
 
 
 def judge_and_sample(branch: str, network: str, network_commit: str,
@@ -139,15 +268,17 @@ def judge_and_sample(branch: str, network: str, network_commit: str,
     for kind, stage, name in (("evaluate", "evaluate", "evaluation"),
                               ("generate", "generate", "generated")):
         # the network and the dataset are keyed by their version ids, not their paths
-        reads = (network_commit, "resolve_dataset") if kind == "evaluate" else (network_commit,)
+        # the reference dataset, when none is given, returns no version and adds nothing
+        reads = ((network_commit, "resolve_dataset", "resolve_reference_dataset")
+                 if kind == "evaluate" else (network_commit,))
         run = StageOperator(
             task_id=f"{kind}_{branch}", stage=stage, profile=profiles[kind],
             arguments=["--network", network, plan_value(kind),
                        "--out", f"{plan_value('root')}/{name}-{branch}-{TRY}"],
             reuse=Reuse(name=f"stylegan2-{name}-{branch}", kind=kind, inputs=reads,
-                        unkeyed=("--network", "--data")))
+                        unkeyed=("--network", "--data", "--reference-data")))
         if kind == "evaluate":  # the evaluation also needs the dataset in its lineage
-            inputs, meta = [network_commit, "resolve_dataset"], {
+            inputs, meta = [*reads], {
                 "metrics": output(run.task_id, "results"), "network": version_of(network_commit)}
         else:
             inputs, meta = [network_commit], {
@@ -197,6 +328,11 @@ with DAG(
             events = [e for evs in triggering_asset_events.values() for e in evs]
             ref = (events[-1].extra or {}).get("ref", ref) if events else ref
         pretrained = params["pretrained"]
+        init_from = params["init_from"]
+        if init_from == INIT_PRETRAINED and not pretrained:
+            raise AirflowFailException("init_from 'pretrained' starts our network from the "
+                                       "pretrained branch's, but the param pretrained is "
+                                       "empty: give a network .pkl, or another init_from")
         is_url = bool(pretrained) and str(pretrained).startswith(("http://", "https://"))
         pkl = f"{root}/pretrained/download/network.pkl" if is_url else pretrained
         download = [pretrained, "--out", pkl]
@@ -207,15 +343,20 @@ with DAG(
         metrics = params["metrics"]  # a list from the form, maybe a string from --conf
         metrics = metrics if isinstance(metrics, str) else ",".join(metrics)
         cap = ["--num-images", str(params["metric_images"])] if params["metric_images"] else []
+        reference = params["reference_dataset_ref"]
+        cap += ["--reference-data", f"{root}/reference"] if reference else []
+        aug, options = train_options(params)
         train = ["--data", f"{root}/dataset", "--out", f"{root}/train",
                  "--config", params["config"], "--total-kimg", str(params["total_kimg"]),
-                 "--batch", str(params["batch"]), "--resume", "auto",
-                 "--aug", "ada" if params["ada"] else "none",
+                 "--batch", str(params["batch"]), "--resume", "auto", "--aug", aug,
                  "--tick-kimg", str(params["tick_kimg"]),
-                 "--snapshot-ticks", str(params["snapshot_ticks"])]
+                 "--snapshot-ticks", str(params["snapshot_ticks"]), *options]
         return {"root": root, "dataset_ref": ref, "pkl": pkl or "", "download": download,
                 "pkl_dir": f"{root}/pretrained/download",
                 "pretrained_mode": "url" if is_url else ("path" if pretrained else "none"),
+                "init_mode": ("none" if not init_from else
+                              "pretrained" if init_from == INIT_PRETRAINED else "ref"),
+                "init_ref": init_from, "reference_ref": reference,
                 "train": train,
                 "evaluate": ["--data", f"{root}/dataset", "--metrics", metrics, *cap],
                 "generate": ["--seeds", params["seeds"],
@@ -232,16 +373,80 @@ with DAG(
         from stylegan_ops.store.local import Store
 
         store = Store(Path(store_path()), create=True)
-        ref = plan["dataset_ref"]
-        if params["dataset_remote"]:
-            from stylegan_ops.store.remote import pull
-
-            version, _ = pull(store, params["dataset_remote"], ref)
-            ref = f"{version.name}@{version.id}"
         out = Path(plan["root"]) / "dataset"
-        version = store.checkout(ref, out, verify=True, replace=True)
+        version = checkout(store, plan["dataset_ref"], out, params["dataset_remote"])
         print(f"dataset {version.ref} ({version.id}) checked out at {out}")
         return {"name": version.name, "id": version.id, "ref": version.ref, "out": str(out)}
+
+    @task
+    def resolve_reference_dataset(params: dict[str, Any], plan: dict[str, Any]
+                                  ) -> dict[str, Any]:
+        """The dataset the evaluations take real statistics from, when it is not the
+        training set (ADA's advice for a small training subset: score against the full
+        set); checked out like the dataset."""
+        from pathlib import Path
+
+        from stylegan_airflow.runners import store_path
+
+        from stylegan_ops.errors import StageError
+        from stylegan_ops.store.local import Store
+
+        ref = plan["reference_ref"]
+        if not ref:
+            print("no reference_dataset_ref: the evaluations score against the dataset")
+            return {"ref": None}  # no version: nothing for the keys and lineages
+        out = Path(plan["root"]) / "reference"
+        try:
+            version = checkout(Store(Path(store_path()), create=True), ref, out,
+                               params["dataset_remote"])
+        except StageError as exc:
+            raise AirflowFailException(f"reference_dataset_ref {ref!r}: {exc}") from None
+        print(f"reference dataset {version.ref} ({version.id}) checked out at {out}")
+        return {"name": version.name, "id": version.id, "ref": version.ref, "out": str(out)}
+
+    @task.branch
+    def choose_init_ours(plan: dict[str, Any]) -> list[str]:
+        """Where our network starts: from scratch, a version, or the pretrained import
+        (only then does our branch wait for the pretrained one)."""
+        mode = plan["init_mode"]
+        if mode == "none":
+            print("our network trains from scratch (param init_from is null)")
+            return []
+        return ["init_ours_from_import"] if mode == "pretrained" else ["resolve_init_ours"]
+
+    @task
+    def resolve_init_ours(plan: dict[str, Any]) -> dict[str, Any]:
+        """Check out (verified) the network version init_from names; --init is its
+        network."""
+        from pathlib import Path
+
+        from stylegan_airflow.runners import store_path
+
+        from stylegan_ops.errors import StageError
+        from stylegan_ops.store.local import Store
+
+        ref, out = plan["init_ref"], Path(plan["root"]) / "init"
+        try:
+            version = Store(Path(store_path()), create=True).checkout(
+                ref, out, verify=True, replace=True)
+        except StageError as exc:
+            raise AirflowFailException(f"init_from {ref!r}: {exc}") from None
+        network = network_in(out)
+        if network is None:
+            raise AirflowFailException(f"init_from {ref!r}: {version.ref} holds no network "
+                                       "(no network-final/, snapshot or single .pkl)")
+        print(f"our network starts from {version.ref} ({version.id}): {network}")
+        return {"name": version.name, "id": version.id, "ref": version.ref,
+                "out": str(network), "args": ["--init", str(network)]}
+
+    @task
+    def init_ours_from_import(ti: Any = None) -> dict[str, Any]:
+        """The pretrained branch's imported network, as committed, is where ours starts."""
+        version = ti.xcom_pull(task_ids="commit_pretrained_network")
+        network = ti.xcom_pull(task_ids="import_pretrained")["out"]
+        print(f"our network starts from {version['ref']} ({version['id']}): {network}")
+        return {"name": version["name"], "id": version["id"], "ref": version["ref"],
+                "out": network, "args": ["--init", network]}
 
     @task.branch
     def choose_pretrained(plan: dict[str, Any]) -> list[str]:
@@ -273,11 +478,12 @@ with DAG(
         for name, values in metrics.items():
             print(f"{name}: {values}")
         # all_done lets the summary list what the run made even when a branch failed; the
-        # run must still end failed then, not green with half its outputs missing
+        # run must still end failed then, not green with half its outputs missing; a
+        # verdict, not a transient fault, so no retry repeats it a retry delay later
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
         failed = sorted(t for t, s in states.items() if s in ("failed", "upstream_failed"))
         if failed:
-            raise AirflowException(f"the run is incomplete: {', '.join(failed)} did not "
+            raise AirflowFailException(f"the run is incomplete: {', '.join(failed)} did not "
                                    "succeed (the versions it did make are listed above)")
         return {"versions": versions, "metrics": metrics}
 
@@ -315,21 +521,31 @@ with DAG(
     # --- our own network ----------------------------------------------------------------
     # same key: the trained network is reused; a larger --total-kimg (or a run that failed
     # for good) continues from the furthest snapshot an earlier run with the rest equal left
-    train = StageOperator(task_id="train", stage="train", arguments=args["train"],
+    # the init network is keyed by its version id (--init is a path per run and try); the
+    # init task not run returns none, so a run from scratch keeps its key
+    train = StageOperator(task_id="train", stage="train", arguments=TRAIN_ARGS,
                           profile=profiles["train"], retries=2,
                           execution_timeout=timedelta(days=7),
+                          # skipped init tasks are fine; a failed one fails it
+                          trigger_rule="none_failed_min_one_success",
                           reuse=Reuse(name="stylegan2-trained-network", kind="train",
-                                      inputs=("resolve_dataset",), unkeyed=("--data",),
+                                      inputs=("resolve_dataset", *INIT_TASKS),
+                                      unkeyed=("--data", "--init"),
                                       continues="--total-kimg"))
     commit_net = DatasetVersionOperator(
         task_id="commit_trained_network", name="stylegan2-trained-network",
-        source=output("train", "out"), inputs=["resolve_dataset"], tags=TAGS,
+        source=output("train", "out"), inputs=["resolve_dataset", *INIT_TASKS], tags=TAGS,
         meta={"kimg": output("train", "kimg"), "config": "{{ params.config }}"}, stage="train")
     our_outputs = judge_and_sample("ours", output("train", "final"),
                                    "commit_trained_network", profiles)
 
+    reference = resolve_reference_dataset(plan=args)
+    init_version, init_pretrained = resolve_init_ours(plan=args), init_ours_from_import()
     gate() >> args >> checked_out
     checked_out >> choose_pretrained(args) >> [fetch, import_pre]
     fetch >> commit_pickle >> import_pre >> commit_pre_net >> pre_outputs[0]
-    checked_out >> train >> commit_net >> our_outputs[0]
+    checked_out >> choose_init_ours(args) >> [init_version, init_pretrained]
+    commit_pre_net >> init_pretrained
+    [args, checked_out, init_version, init_pretrained] >> train >> commit_net >> our_outputs[0]
+    reference >> [pre_outputs[0][0], our_outputs[0][0]]  # the evaluations
     pre_outputs[1] + our_outputs[1] >> summary()

@@ -52,10 +52,13 @@ step "stylegan2_prepare: 1000 sample cats → 256 px TFRecords → version lsun-
   "dataset_name": "lsun-cat-256", "tags": ["demo"]}' >> "$log" 2>&1 \
   || { tail -40 "$log"; exit 1; }
 
-step "stylegan2_train: small preset (32 px, the dataset's r05 level), 2 kimg, $metrics"
+# our branch: 6 kimg with the small preset's auto γ and EMA ramp-up, SWD at every
+# snapshot (plotted against kimg on the version's page), the best one kept
+step "stylegan2_train: small preset (32 px, the dataset's r05 level), 6 kimg, $metrics"
 "$BIN/airflow" dags test stylegan2_train --conf "{\"dataset_ref\": \"lsun-cat-256:latest\",
-  \"pretrained\": $pretrained, \"config\": \"small\", \"total_kimg\": 2, \"batch\": 16,
-  \"tick_kimg\": 0.5, \"snapshot_ticks\": 1, \"metrics\": \"$metrics\",
+  \"pretrained\": $pretrained, \"config\": \"small\", \"total_kimg\": 6, \"batch\": 32,
+  \"tick_kimg\": 1, \"snapshot_ticks\": 2, \"metrics\": \"$metrics\",
+  \"train_metrics\": \"swd\", \"keep_best\": \"swd\",
   \"metric_images\": 512, \"seeds\": \"6600-6605\", \"truncation_psi\": 0.5,
   \"tags\": [\"demo\"], \"profiles\": {\"download\": \"cpu\", \"train\": \"cpu\",
   \"evaluate\": \"cpu\", \"generate\": \"cpu\"}}" >> "$log" 2>&1 \

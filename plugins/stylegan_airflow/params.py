@@ -47,6 +47,12 @@ METRIC_NAMES = ("fid50k", "fid50k_full", "kid50k_full", "pr50k3_full", "is50k", 
                 "swd")
 # the older comma-separated form (``fid50k,swd``), still taken from --conf and settings files
 METRICS_TEXT_PATTERN = _exact(f"(?:{'|'.join(METRIC_NAMES)})(?:,(?:{'|'.join(METRIC_NAMES)}))*")
+# the same, or empty for none (metrics during training are optional)
+OPTIONAL_METRICS_TEXT_PATTERN = _exact(
+    f"(?:(?:{'|'.join(METRIC_NAMES)})(?:,(?:{'|'.join(METRIC_NAMES)}))*)?")
+# ADA's transform groups, as `stylegan-ops train --augpipe` takes them (listed here for the
+# same reason as METRIC_NAMES; tests/airflow/test_finetune_dag.py keeps the two equal)
+AUGPIPES = ("blit", "geom", "color", "bgc", "bgcf", "bgcfn", "bgcfnc")
 # The profile names of the packaged profiles.yaml; a STYLEGAN_PROFILES file may define
 # others, so the forms suggest these rather than refuse the rest.
 DEFAULT_PROFILES = ("cpu", "gpu")

@@ -52,8 +52,14 @@ def test_train_dag_shape_and_schedule(dagbag: Any) -> None:
     commits = {t for t in dag.task_dict if t.startswith("commit_")}
     assert len(commits) == 7
     assert dag.task_dict["import_pretrained"].upstream_task_ids >= {"commit_pretrained_pickle"}
-    assert dag.task_dict["train"].upstream_task_ids == {"plan", "resolve_dataset"}
-    assert dag.task_dict["evaluate_ours"].upstream_task_ids == {"commit_trained_network"}
+    # from scratch, or after the init network: a version, or the pretrained import
+    assert dag.task_dict["train"].upstream_task_ids == {
+        "plan", "resolve_dataset", "resolve_init_ours", "init_ours_from_import"}
+    assert dag.task_dict["train"].trigger_rule == "none_failed_min_one_success"
+    assert dag.task_dict["init_ours_from_import"].upstream_task_ids == {
+        "choose_init_ours", "commit_pretrained_network"}
+    assert dag.task_dict["evaluate_ours"].upstream_task_ids == {"commit_trained_network",
+                                                                "resolve_reference_dataset"}
     assert dag.task_dict["import_pretrained"].trigger_rule == "none_failed_min_one_success"
     assert dag.task_dict["train"].retries == 2
     assert [a.uri for a in dag.timetable.asset_condition.objects] == [
