@@ -607,7 +607,9 @@ def test_a_retry_continues_its_own_snapshots_only(trainer: Trainer) -> None:
         train("r1", "0.4")
     trainer.fail_at = None
     retry = train("r1", "0.4")  # try 2 of r1: its own snapshot is where --resume auto looks
-    assert trainer.found[2] == ["network-snapshot-000000:0.3"]
+    # try 1 copied r0's network in (named by its kimg) and left its own 0.3 snapshot:
+    # the retry finds exactly those, nothing copied again, and resumes the furthest
+    assert trainer.found[2] == ["network-snapshot-000000.200:0.2", "network-snapshot-000000:0.3"]
     assert ("train", CONTINUED_XCOM) not in retry.xcoms
 
 
