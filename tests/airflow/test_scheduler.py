@@ -123,8 +123,9 @@ def test_killed_training_is_retried_and_resumes(stack: AirflowStack, cats32: str
     log = stack.api("GET", "/api/v2/dags/stylegan2_train/dagRuns/kill_run/taskInstances/train"
                            "/logs/2")
     text = json.dumps(log)
-    match = re.search(r"resumed from \S*network-snapshot-\d+ at ([0-9.]+) kimg", text)
-    assert match and float(match.group(1)) > 0, text[-2000:]
+    match = re.search(r"resumed from \S*network-snapshot-(\d{6}\.\d{3}) at ([0-9.]+) kimg", text)
+    assert match and float(match.group(2)) > 0, text[-2000:]
+    assert float(match.group(1)) == pytest.approx(float(match.group(2)))  # named by its kimg
     kimgs = [json.loads(x)["kimg"] for x in (train_dir / "stats.jsonl").read_text().splitlines()]
     # one stats file across both tries: the second continued, it did not start over
     assert sum(k < 0.15 for k in kimgs) == 1 and kimgs[-1] >= 2.5, kimgs
