@@ -52,6 +52,21 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _scales(xs: tuple[float, float], ys: tuple[float, float]
+            ) -> tuple[Callable[[float], float], Callable[[float], float]]:
+    """Data → SVG coordinates for the plot area between the margins (a zero span maps
+    to the lower edge instead of dividing by zero)."""
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def sx(x: float) -> float:
+        return LEFT + (x - xs[0]) / ((xs[1] - xs[0]) or 1) * plot_w
+
+    def sy(y: float) -> float:
+        return TOP + plot_h - (y - ys[0]) / ((ys[1] - ys[0]) or 1) * plot_h
+
+    return sx, sy
+
+
 def line_chart(title: str, series: Mapping[str, Sequence[Point]],
                stand_in: bool = False) -> Markup:
     """A chart of one metric: x = version number, one line per series, a legend."""
@@ -61,15 +76,8 @@ def line_chart(title: str, series: Mapping[str, Sequence[Point]],
     xs = sorted({p.x for p in points})
     values = [p.y for p in points if p.y is not None]
     yticks = nice_ticks(min(values), max(values))
-    x_lo, x_hi = (xs[0] - 0.5, xs[-1] + 0.5)
-    y_lo, y_hi = yticks[0], yticks[-1]
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-
-    def sx(x: float) -> float:
-        return LEFT + (x - x_lo) / (x_hi - x_lo) * plot_w
-
-    def sy(y: float) -> float:
-        return TOP + plot_h - (y - y_lo) / ((y_hi - y_lo) or 1) * plot_h
+    sx, sy = _scales((xs[0] - 0.5, xs[-1] + 0.5), (yticks[0], yticks[-1]))
 
     out = _frame("chart", title, stand_in, yticks, sy)
     for x in xs:
@@ -103,16 +111,9 @@ def kimg_chart(title: str, series: Mapping[str, Sequence[Point]], best: Point | 
     values = [p.y for p in points if p.y is not None]
     xticks = nice_ticks(0.0, max(p.x for p in points) or 1.0)
     yticks = nice_ticks(min(values), max(values)) if values else [0.0, 1.0]
-    x_lo, x_hi = xticks[0], xticks[-1]
-    y_lo, y_hi = yticks[0], yticks[-1]
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     base_y = TOP + plot_h
-
-    def sx(x: float) -> float:
-        return LEFT + (x - x_lo) / ((x_hi - x_lo) or 1) * plot_w
-
-    def sy(y: float) -> float:
-        return TOP + plot_h - (y - y_lo) / ((y_hi - y_lo) or 1) * plot_h
+    sx, sy = _scales((xticks[0], xticks[-1]), (yticks[0], yticks[-1]))
 
     out = _frame("chart kimg-chart", title, stand_in, yticks, sy)
     for x in xticks:
