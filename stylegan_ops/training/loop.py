@@ -584,7 +584,8 @@ def run(cfg: TrainConfig) -> TrainResult:
     dataset = image_dataset(path, cfg.batch, cfg.mirror, cfg.seed + step)
     reals_iter = iter(trainer.distribute(dataset))
     if not (cfg.out / "reals.png").exists():
-        first = np.concatenate([next(iter(dataset)).numpy()
+        batches = iter(dataset)  # one iterator: a fresh one per batch repeats the first
+        first = np.concatenate([next(batches).numpy()
                                 for _ in range(math.ceil(len(grid_z) / cfg.batch))])
         save_readable_grid(np.clip(first[:len(grid_z)] * 127.5 + 128, 0, 255
                                    ).astype(np.uint8), cfg.out / "reals.png")

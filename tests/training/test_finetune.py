@@ -158,6 +158,9 @@ def test_small_preset_defaults_names_grids_and_metrics(cats32: Path, tmp_path: P
         assert img.shape == (512, 512, 3), name  # 8×8 samples of 32 px, enlarged ×2
         blocks = img.reshape(256, 2, 256, 2, 3)  # nearest: every 2×2 block one colour
         assert (blocks == blocks[:, :1, :, :1]).all(), name
+    tiles = np.asarray(Image.open(out / "reals.png")).reshape(8, 64, 8, 64, 3).swapaxes(1, 2)
+    distinct = {t.tobytes() for t in tiles.reshape(64, 64, 64, 3)}
+    assert len(distinct) == 40  # all 40 reals (then the next epoch), not one batch repeated
 
     lines = [json.loads(x) for x in (out / "metric-swd.jsonl").read_text().splitlines()]
     assert [(r["kimg"], r["snapshot"]) for r in lines] == [
