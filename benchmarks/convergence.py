@@ -3,7 +3,8 @@ this machine's CPU, each run a real `stylegan-ops train --metrics swd` command:
 
   (a)  from scratch on the sample (default: 1000 images);
   (a') from scratch on 250 of those images, the comparison for (b);
-  (b)  from scratch with ADA (--aug ada) on those 250 images;
+  (b)  from scratch with ADA (--aug ada) on those 250 images, p moving at --ada-kimg (ADA's
+       500 kimg per unit would leave p near 0 in a run this short);
   (c)  fine-tuned (--init) from a base network trained on a disjoint part of the sample
        (other images: --offset) drawn in the other palette (--palette alt).
 
@@ -341,6 +342,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000, help="the sample's size")
     parser.add_argument("--subset", type=int, default=250, help="images of (a') and (b)")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--ada-kimg", type=float, default=10.0,
+                        help="(b)'s ADA speed: kimg in which p can move by 1 (ADA's is 500)")
     parser.add_argument("--points", type=int, default=8,
                         help="SWD evaluations per run (a multiple of 4 puts one at (c)'s "
                              "limit, a quarter of the kimg)")
@@ -358,9 +361,10 @@ def main() -> None:
     if args.metrics_images is None:
         args.metrics_images = args.images
     if not (0 < args.subset <= args.images and args.points >= 1 and args.kimg > 0
-            and args.base_kimg > 0 and args.metrics_images >= 2 and args.batch >= 2):
+            and args.base_kimg > 0 and args.metrics_images >= 2 and args.batch >= 2
+            and args.ada_kimg > 0):
         parser.error("need 0 < --subset <= --images, --points >= 1, --kimg and --base-kimg "
-                     "> 0, --metrics-images >= 2, --batch >= 2")
+                     "> 0, --metrics-images >= 2, --batch >= 2, --ada-kimg > 0")
     work = args.out
     work.mkdir(parents=True, exist_ok=True)
     workers = os.cpu_count() or 1
@@ -377,7 +381,7 @@ def main() -> None:
         "a": Run("a", f"(a) scratch, {args.images} images", data["full"], args.kimg),
         "a250": Run("a250", f"(a') scratch, {n} images", data["subset"], args.kimg),
         "b": Run("b", f"(b) scratch + ADA, {n} images", data["subset"], args.kimg,
-                 ["--aug", "ada"]),
+                 ["--aug", "ada", "--ada-kimg", f"{args.ada_kimg:g}"]),
         "base": Run("base", f"base: alt palette, other {args.images}", data["alt"],
                     args.base_kimg, scored=False),
     }

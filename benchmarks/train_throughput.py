@@ -50,7 +50,7 @@ def bare(data: Path, config: str, batch: int, steps: int) -> float:
         if i % cfg.r1_interval == 0:
             trainer.d_reg_step(r)
         trainer.g_step()
-        if i % cfg.pl_interval == 0:
+        if i % cfg.pl_interval == 0 and trainer.pl_weight > 0:  # as the loop: 0 skips it
             trainer.g_reg_step()
         trainer.ema(tf.constant(cfg.ema_beta(i * batch), tf.float32))
 

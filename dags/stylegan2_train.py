@@ -85,6 +85,9 @@ PARAMS = {
     "aug_target": Param(0.6, type="number", exclusiveMinimum=0, maximum=1,
                         description="aug ada: the target for the sign of D's outputs on "
                                     "reals, in (0, 1] (default 0.6, ADA's)."),
+    "ada_kimg": Param(500, type="number", exclusiveMinimum=0,
+                      description="aug ada: kimg in which p can move by 1 (default 500, "
+                                  "ADA's); a short run on a small set wants a few, e.g. 10."),
     "aug_p": Param(None, type=["number", "null"], minimum=0, maximum=1,
                    description="Augment probability in [0, 1]: aug fixed's constant (needed "
                                "then), aug ada's start; empty (default): ada starts at 0."),
@@ -213,6 +216,8 @@ def train_options(params: dict[str, Any]) -> tuple[str, list[str]]:
         out += ["--augpipe", params["augpipe"]]
         if aug == "ada":
             out += ["--target", str(params["aug_target"])]
+            if params["ada_kimg"] != 500:  # the default adds nothing: cache keys stay
+                out += ["--ada-kimg", str(params["ada_kimg"])]
         if params["aug_p"] is not None:
             out += ["--p", str(params["aug_p"])]
     if params["gamma"] is not None:

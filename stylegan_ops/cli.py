@@ -443,6 +443,12 @@ def inspect(path: Path, limit: int | None) -> None:
 @click.option("--ema-rampup", type=FiniteFloat(min=0), default=None,
               help="Cap the EMA half-life at this × the images shown (0: off; default: "
                    "the preset's — small 0.05, config-f/e off).")
+@click.option("--pl-weight", type=FiniteFloat(min=0), default=None,
+              help="Path-length regularisation weight (0: none; default: the preset's — "
+                   "config-f/e 2, small 0).")
+@click.option("--style-mixing", type=FiniteFloat(min=0, max=1), default=None,
+              help="Style-mixing probability in [0, 1] (default: the preset's — config-f/e "
+                   "0.9, small 0).")
 @click.option("--aug", type=click.Choice(["none", "ada", "fixed"]), default="none",
               show_default=True,
               help="Augment what D sees: adaptive p (ada), a constant --p (fixed), or none.")
@@ -452,6 +458,10 @@ def inspect(path: Path, limit: int | None) -> None:
 @click.option("--target", "ada_target", type=FiniteFloat(min=0, min_open=True, max=1),
               default=0.6, show_default=True,
               help="ADA's target for the sign of D's outputs on reals, in (0, 1].")
+@click.option("--ada-kimg", type=FiniteFloat(min=0, min_open=True), default=500.0,
+              show_default=True,
+              help="ADA's speed: kimg in which p can move by 1 (ADA's 500; a short run on "
+                   "a small set wants a few, e.g. 10).")
 @click.option("--p", "aug_p", type=FiniteFloat(min=0, max=1), default=0.0,
               show_default=True,
               help="Augment probability: --aug fixed's constant, --aug ada's start.")
@@ -480,8 +490,9 @@ def inspect(path: Path, limit: int | None) -> None:
 @stage
 def train(data: Path, out: Path, config: str, total_kimg: float, batch: int,
           gamma: float | None, mirror: bool, resume: str | None, init: Path | None,
-          freeze_d: int, ema_kimg: float, ema_rampup: float | None, aug: str, augpipe: str,
-          ada_target: float, aug_p: float, metric_names: str, metrics_images: int | None,
+          freeze_d: int, ema_kimg: float, ema_rampup: float | None, pl_weight: float | None,
+          style_mixing: float | None, aug: str, augpipe: str, ada_target: float,
+          ada_kimg: float, aug_p: float, metric_names: str, metrics_images: int | None,
           keep_best: str | None, reference_data: Path | None, gpus: int,
           devices: tuple[str, ...] | None, mixed_precision: bool, tick_kimg: float,
           snapshot_ticks: int, seed: int) -> None:
@@ -499,6 +510,7 @@ def train(data: Path, out: Path, config: str, total_kimg: float, batch: int,
         gpus=gpus, tick_kimg=tick_kimg, devices=devices, mixed_precision=mixed_precision,
         snapshot_ticks=snapshot_ticks, seed=seed, ema_kimg=ema_kimg, ema_rampup=ema_rampup,
         init=str(init) if init else None, freeze_d=freeze_d, augpipe=augpipe, aug_p=aug_p,
+        ada_kimg=ada_kimg, pl_weight=pl_weight, style_mixing=style_mixing,
         metrics=metrics, metrics_images=metrics_images, keep_best=keep_best,
         reference_data=reference_data)))
 

@@ -51,6 +51,7 @@ class TrainConfig:
     resume: str | None = None  # a snapshot dir, or "auto": the newest in ``out``
     aug: str = "none"  # "none", "ada" (p adapts) or "fixed" (p stays aug_p)
     ada_target: float = 0.6
+    ada_kimg: float = 500.0  # ADA's speed: p can move by 1 in this many kimg (ADA's 500)
     gpus: int = 1
     devices: tuple[str, ...] | None = None  # explicit TF devices (e.g. /cpu:0,/cpu:1); wins
     lr: float = 0.002
@@ -58,12 +59,12 @@ class TrainConfig:
     eps: float = 1e-8
     r1_interval: int = 16  # lazy R1: every 16 D steps
     pl_interval: int = 4  # lazy path-length regularisation: every 4 G steps
-    pl_weight: float = 2.0
+    pl_weight: float | None = None  # path-length weight; None: the preset's (0: none)
     pl_decay: float = 0.01
     pl_batch_shrink: int = 2
     ema_kimg: float = 10.0  # G EMA half-life
     ema_rampup: float | None = None  # half-life <= rampup × images shown; None: preset's
-    style_mixing: float = 0.9
+    style_mixing: float | None = None  # style-mixing probability; None: the preset's
     tick_kimg: float = 1.0  # a stats line every tick
     snapshot_ticks: int = 4  # a snapshot every this many ticks (and at the end)
     seed: int = 0
@@ -141,6 +142,22 @@ class TrainConfig:
             return self.ema_rampup
         return float(PRESET_TRAINING[self.config]["ema_rampup"])
 
+    @property
+    def path_length_weight(self) -> float:
+        """The path-length weight (0: the regularisation step is skipped): given, else
+        the preset's — NVIDIA's 2 for config-f/e; none for ``small``, as ADA's small-image
+        (CIFAR) setting, where it held back short runs."""
+        if self.pl_weight is not None:
+            return self.pl_weight
+        return float(PRESET_TRAINING[self.config]["pl_weight"])
+
+    @property
+    def mixing_prob(self) -> float:
+        """The style-mixing probability: given, else the preset's (0.9; ``small`` 0)."""
+        if self.style_mixing is not None:
+            return self.style_mixing
+        return float(PRESET_TRAINING[self.config]["style_mixing"])
+
     def ema_beta(self, nimg: int) -> float:
         """Per-step decay of the G average after ``nimg`` images: a half-life of
         ``ema_kimg``, capped at ``ema_rampup`` × the images shown so far, so early in a
@@ -170,10 +187,13 @@ class TrainConfig:
         for i, beta in enumerate(self.betas):
             need(f"betas[{i}]", beta, 0 <= beta < 1, "in [0, 1)")
         need("ada-target", self.ada_target, 0 < self.ada_target <= 1, "in (0, 1]")
-        need("pl-weight", self.pl_weight, self.pl_weight >= 0, "a finite number >= 0")
+        need("ada-kimg", self.ada_kimg, self.ada_kimg > 0, "a finite number > 0")
+        if self.pl_weight is not None:
+            need("pl-weight", self.pl_weight, self.pl_weight >= 0, "a finite number >= 0")
         need("pl-decay", self.pl_decay, 0 <= self.pl_decay <= 1, "in [0, 1]")
         need("ema-kimg", self.ema_kimg, self.ema_kimg >= 0, "a finite number >= 0")
-        need("style-mixing", self.style_mixing, 0 <= self.style_mixing <= 1, "in [0, 1]")
+        if self.style_mixing is not None:
+            need("style-mixing", self.style_mixing, 0 <= self.style_mixing <= 1, "in [0, 1]")
         for name, value in (("snapshot-ticks", self.snapshot_ticks),
                             ("r1-interval", self.r1_interval),
                             ("pl-interval", self.pl_interval),
@@ -189,17 +209,20 @@ class TrainConfig:
         d = asdict(self)
         d["data"], d["out"] = str(self.data), str(self.out)
         d["reference_data"] = str(self.reference_data) if self.reference_data else None
-        d["auto"] = [k for k in ("gamma", "ema_rampup") if d[k] is None]
+        d["auto"] = [k for k in ("gamma", "ema_rampup", "pl_weight", "style_mixing")
+                     if d[k] is None]
         d["gamma"], d["ema_rampup"] = self.r1_gamma, self.ema_ramp
+        d["pl_weight"], d["style_mixing"] = self.path_length_weight, self.mixing_prob
         return d
 
 
 # Training defaults per network preset: NVIDIA's paper settings for config-f/e; for the
-# small preset that short CPU runs use, ADA's resolution-aware γ and an EMA ramp-up.
+# small preset that short CPU runs use, ADA's resolution-aware γ, an EMA ramp-up, and
+# ADA's small-image setting of no path-length regularisation and no style mixing.
 PRESET_TRAINING: dict[str, dict[str, float | str]] = {
-    "config-f": {"gamma": 10.0, "ema_rampup": 0.0},
-    "config-e": {"gamma": 10.0, "ema_rampup": 0.0},
-    "small": {"gamma": "auto", "ema_rampup": 0.05},
+    "config-f": {"gamma": 10.0, "ema_rampup": 0.0, "pl_weight": 2.0, "style_mixing": 0.9},
+    "config-e": {"gamma": 10.0, "ema_rampup": 0.0, "pl_weight": 2.0, "style_mixing": 0.9},
+    "small": {"gamma": "auto", "ema_rampup": 0.05, "pl_weight": 0.0, "style_mixing": 0.0},
 }
 
 
@@ -313,11 +336,13 @@ class Trainer:
         self.d_opt = Adam("D", d_vars, cfg.lr, cfg.betas, cfg.eps, cfg.r1_interval, mp)
         self.dtype = tf.float16 if mp else tf.float32  # compute dtype of synthesis and D
         self.pl_mean = state_variable(0.0, "pl_mean")
-        self.ada = AdaController(cfg.ada_target, p=cfg.aug_p) if cfg.aug != "none" else None
+        self.ada = AdaController(cfg.ada_target, speed_kimg=cfg.ada_kimg,
+                                 p=cfg.aug_p) if cfg.aug != "none" else None
         gpu = bool(tf.config.list_physical_devices("GPU"))
         self.fused = cfg.fused if cfg.fused is not None else gpu
         self.batch = cfg.batch // self.replicas  # per replica
         self.gamma = cfg.r1_gamma
+        self.pl_weight, self.mixing = cfg.path_length_weight, cfg.mixing_prob
 
     # -- helpers -------------------------------------------------------------------
     def _aug(self, images: tf.Tensor) -> tf.Tensor:
@@ -335,9 +360,9 @@ class Trainer:
         """Latents with style mixing: after a random layer, w comes from a second z."""
         ws = self.G.map(tf.random.normal([n, self.net.z_dim]),
                         update_avg=0.995 if update_avg else None)
-        if self.cfg.style_mixing > 0:
+        if self.mixing > 0:
             ws2 = self.G.map(tf.random.normal([n, self.net.z_dim]))
-            cutoff = tf.where(tf.random.uniform([]) < self.cfg.style_mixing,
+            cutoff = tf.where(tf.random.uniform([]) < self.mixing,
                               tf.random.uniform([], 1, self.net.num_ws, dtype=tf.int32),
                               self.net.num_ws)
             mix = tf.range(self.net.num_ws)[None, :, None] < cutoff
@@ -395,7 +420,7 @@ class Trainer:
             lengths = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=2), axis=1))
             pl_mean = self.pl_mean + self.cfg.pl_decay * (tf.reduce_mean(lengths) - self.pl_mean)
             penalty = tf.square(lengths - pl_mean)
-            loss = tf.reduce_mean(penalty) * self.cfg.pl_weight * self.cfg.pl_interval
+            loss = tf.reduce_mean(penalty) * self.pl_weight * self.cfg.pl_interval
             scaled = self.g_opt.scaled(loss)
         self.pl_mean.assign(pl_mean)
         self.g_opt.apply(tape.gradient(scaled, self.g_opt.vars,
@@ -604,7 +629,7 @@ def run(cfg: TrainConfig) -> TrainResult:
             if step % cfg.r1_interval == 0:
                 stats.update(trainer.d_reg_step(reals))
             stats.update(trainer.g_step())
-            if step % cfg.pl_interval == 0:
+            if step % cfg.pl_interval == 0 and trainer.pl_weight > 0:  # 0: nothing to add
                 stats.update(trainer.g_reg_step())
             beta = cfg.ema_beta(nimg)  # from the images shown before this step
             trainer.ema(tf.constant(beta, tf.float32))

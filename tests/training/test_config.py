@@ -27,6 +27,8 @@ from stylegan_ops.training.loop import TrainConfig, _json_row
     pytest.param({"lr": math.nan}, "lr", id="lr-nan"),
     pytest.param({"betas": (0.0, 1.0)}, "betas", id="beta-one"),
     pytest.param({"ada_target": 0}, "ada-target", id="ada-target-zero"),
+    pytest.param({"ada_kimg": 0}, "ada-kimg", id="ada-kimg-zero"),
+    pytest.param({"ada_kimg": math.nan}, "ada-kimg", id="ada-kimg-nan"),
     pytest.param({"style_mixing": math.nan}, "style-mixing", id="mixing-nan"),
     pytest.param({"ema_kimg": math.inf}, "ema-kimg", id="ema-inf"),
     pytest.param({"r1_interval": 0}, "r1-interval", id="r1-zero"),

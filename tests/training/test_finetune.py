@@ -124,6 +124,9 @@ def test_an_init_network_of_another_architecture_is_refused(cats32: Path, tmp_pa
     pytest.param(["--metrics", "fid"], "unknown metric(s) fid", id="metric"),
     pytest.param(["--p", "1.5"], "1.5", id="p"),
     pytest.param(["--ema-rampup", "-1"], "-1", id="ema-rampup"),
+    pytest.param(["--pl-weight", "-1"], "-1", id="pl-weight"),
+    pytest.param(["--style-mixing", "1.5"], "1.5", id="style-mixing"),
+    pytest.param(["--ada-kimg", "0"], "ada-kimg", id="ada-kimg"),
 ])
 def test_bad_training_options_exit_2_naming_the_value(cats32: Path, tmp_path: Path,
                                                       args: list[str], message: str) -> None:
@@ -141,7 +144,11 @@ def test_small_preset_defaults_names_grids_and_metrics(cats32: Path, tmp_path: P
                    "--metrics", "swd", "--metrics-images", "16", "--keep-best", "swd")
     config = json.loads((out / "config.json").read_text())["train"]
     assert config["gamma"] == pytest.approx(0.0002 * 32 * 32 / 8)  # ADA's auto rule
-    assert config["ema_rampup"] == 0.05 and config["auto"] == ["gamma", "ema_rampup"]
+    assert config["ema_rampup"] == 0.05
+    assert (config["pl_weight"], config["style_mixing"]) == (0.0, 0.0)  # ADA's small images
+    assert config["auto"] == ["gamma", "ema_rampup", "pl_weight", "style_mixing"]
+    final = Snapshot.load(out / "network-final", need_training_state=True)
+    assert float(final.optimizer["G/t"]) == 5  # 5 steps, no path-length step among them
     rows = [json.loads(x) for x in (out / "stats.jsonl").read_text().splitlines()]
     for row in rows:  # the last step's half-life: 5% of the images shown before it
         before = row["kimg"] * 1000 - 8
@@ -179,9 +186,12 @@ def test_small_preset_defaults_names_grids_and_metrics(cats32: Path, tmp_path: P
 def test_given_gamma_no_rampup_and_fixed_p(cats32: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(cats32, out, "--total-kimg", "0.032", "--gamma", "10", "--ema-rampup", "0",
+          "--pl-weight", "1.5", "--style-mixing", "0.5",
           "--aug", "fixed", "--p", "0.2", "--augpipe", "bgcfnc")
     config = json.loads((out / "config.json").read_text())["train"]
-    assert (config["gamma"], config["ema_rampup"], config["auto"]) == (10.0, 0.0, [])
+    assert (config["gamma"], config["ema_rampup"]) == (10.0, 0.0)
+    assert (config["pl_weight"], config["style_mixing"]) == (1.5, 0.5)
+    assert config["auto"] == []
     assert (config["aug"], config["aug_p"], config["augpipe"]) == ("fixed", 0.2, "bgcfnc")
     rows = [json.loads(x) for x in (out / "stats.jsonl").read_text().splitlines()]
     assert [r["ema_beta"] for r in rows] == pytest.approx([0.5 ** (8 / 10_000)] * 2)

@@ -38,7 +38,7 @@ def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
 def test_short_run_writes_every_artefact(cats32: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.run(train_cmd(cats32, out, "--total-kimg", "0.08", "--tick-kimg", "0.016",
-                                    "--snapshot-ticks", "2", "--mirror"),
+                                    "--snapshot-ticks", "2", "--mirror", "--pl-weight", "2"),
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.splitlines()[-1])
@@ -58,6 +58,8 @@ def test_short_run_writes_every_artefact(cats32: Path, tmp_path: Path) -> None:
     final = Snapshot.load(out / "network-final", need_training_state=True)
     assert final.state["kimg"] == pytest.approx(0.08) and final.state["step"] == 10
     assert float(final.optimizer["G/t"]) == 10 + 3  # 10 main steps + 3 lazy PL steps
+    config = json.loads((out / "config.json").read_text())["train"]
+    assert config["pl_weight"] == 2.0 and "pl_weight" not in config["auto"]
     assert not np.array_equal(final.G["G_mapping/Dense0/weight"],
                               final.Gs["G_mapping/Dense0/weight"])  # EMA differs from G
 
@@ -98,6 +100,20 @@ def test_ada_run_reports_augment_probability(cats32: Path, tmp_path: Path) -> No
     assert res.exit_code == 0, res.stderr[-2000:]
     rows = [json.loads(x) for x in (tmp_path / "ada/stats.jsonl").read_text().splitlines()]
     assert all(0.0 <= r["augment_p"] <= 1.0 for r in rows)
+
+
+def test_ada_kimg_sets_how_fast_p_moves(cats32: Path, tmp_path: Path) -> None:
+    # 8 steps of 8 images, p adjusted at steps 0 and 4: with --ada-kimg 0.064 each
+    # adjustment moves p by 8 * 4 / 64 = 0.5, so from 0.5 it can only land on 0, 0.5 or 1
+    # (ADA's default speed, 500 kimg, would leave it within 1.3e-4 of 0.5, on none of them)
+    res = cli("train", "--data", cats32, "--out", tmp_path / "ada", *TRAIN, "--aug", "ada",
+              "--p", "0.5", "--ada-kimg", "0.064", "--total-kimg", "0.064",
+              "--tick-kimg", "0.064")
+    assert res.exit_code == 0, res.stderr[-2000:]
+    rows = [json.loads(x) for x in (tmp_path / "ada/stats.jsonl").read_text().splitlines()]
+    assert rows[-1]["augment_p"] in (0.0, 0.5, 1.0)
+    config = json.loads((tmp_path / "ada/config.json").read_text())
+    assert config["train"]["ada_kimg"] == 0.064
 
 
 def test_ada_controller_follows_the_sign_of_real_logits() -> None:
