@@ -98,3 +98,36 @@ def test_minibatch_stddev_matches_a_numpy_reference() -> None:
     assert got.shape == (8, 4, 4, 7)
     np.testing.assert_allclose(got[:, 0, 0, 6], want, rtol=1e-5)
     np.testing.assert_array_equal(got[..., :6], x)
+
+
+def test_resampling_convs_sit_on_the_skip_paths_grid() -> None:
+    """A conv with a centre-tap kernel is the bare resampling: G's upsampling conv equals
+    the RGB skip path's upsample2d, and D's strided 3x3 and 1x1 convs equal downsample2d,
+    pixel for pixel. A half-pixel shift between the two paths would still train, only
+    worse, so nothing else would catch it. A ramp upsampled lands on pixel centres."""
+    from stylegan_ops.networks.ops import Conv, ModulatedConv
+
+    rng = np.random.default_rng(0)
+    k = fir_kernel()
+    up = ModulatedConv("u", 4, 1, 1, 3, rng, up=True, fir=k, demodulate=False)
+    delta = np.zeros([3, 3, 1, 1], np.float32)
+    delta[1, 1] = 3.0  # × the runtime scale 1/sqrt(9): a tap of 1
+    up.weight.assign(delta)
+    up.affine.weight.assign(np.zeros([4, 1], np.float32))  # styles exactly 1
+    x = tf.constant(rng.standard_normal([1, 8, 8, 1]).astype(np.float32))
+    want = upsample2d(x, k).numpy()
+    for fused in (False, True):
+        got = up(x, tf.zeros([1, 4]), fused=fused).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    x16 = tf.constant(rng.standard_normal([1, 16, 16, 1]).astype(np.float32))
+    down3 = Conv("d3", 1, 1, 3, rng, down=True, bias=False, act="linear", fir=k)
+    down3.weight.assign(delta)
+    down1 = Conv("d1", 1, 1, 1, rng, down=True, bias=False, act="linear", fir=k)
+    down1.weight.assign(np.ones([1, 1, 1, 1], np.float32))
+    want = downsample2d(x16, k).numpy()
+    np.testing.assert_allclose(down3(x16).numpy(), want, atol=1e-5)
+    np.testing.assert_allclose(down1(x16).numpy(), want, atol=1e-5)
+    ramp = tf.constant(np.tile(np.arange(8, dtype=np.float32)[None, None, :, None],
+                               [1, 8, 1, 1]))
+    row = upsample2d(ramp, k).numpy()[0, 4, 1:-1, 0]
+    np.testing.assert_allclose(row, np.arange(1, 15) / 2 - 0.25, atol=1e-5)  # (j+½)/2 − ½
