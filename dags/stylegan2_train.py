@@ -5,6 +5,9 @@ resolve the dataset (local ref, or pulled from a published store) → in paralle
               commit → generate → commit
   ours:       train (a retry resumes from the last snapshot) → commit → evaluate → commit →
               generate → commit
+  projection (param project_targets, off by default): the folder of targets committed and
+              checked out → each branch's network projects them (StyleGAN2's projector) →
+              commit as stylegan2-projections-<branch>, lineage to the network and targets
 → summary (versions, metrics, images).
 
 Runs manually, from the repo watcher (conf + git_commit), or on a new ``lsun-cat-256``
@@ -146,6 +149,18 @@ PARAMS = {
     "truncation_psi": Param(0.5, type="number",
                             description="Truncation ψ of the generated images: 1 is none, "
                                         "smaller trades variety for quality (default 0.5)."),
+    "project_targets": Param(None, type=["string", "null"], minLength=1,
+                             pattern=r"^[^\s-][^\n]*$(?!\n)",
+                             description="Folder of images (on the worker) to project with "
+                                         "each network of the run, StyleGAN2's projector "
+                                         "(needs the LPIPS file, see fetch-weights; runs "
+                                         "on the generate profile): the "
+                                         "folder is committed as stylegan2-projection-"
+                                         "targets, each result as stylegan2-projections-"
+                                         "<branch>; empty (default): no projection."),
+    "project_steps": Param(1000, type="integer", minimum=1, maximum=100_000,
+                           description="Projection: optimisation steps per target (default "
+                                       "1000, the paper's)."),
     "profiles": Param({"download": "cpu", "train": "gpu", "evaluate": "gpu", "generate": "gpu"},
                       type="object", required=list(PROFILE_KEYS), additionalProperties=False,
                       properties={k: {"type": "string", "minLength": 1,
@@ -181,6 +196,7 @@ def version_of(task_id: str) -> str:
 
 TAGS = "{{ params.tags or [] }}"  # the form sends null for no tags
 TRY = "{{ ti.try_number }}"  # outputs per try: a retry never meets a half-written one
+PROJECTION_TARGETS = "resolve_projection_targets"  # the checked-out targets version
 INIT_PRETRAINED = "pretrained"  # init_from's word for the pretrained branch's network
 # one of them runs (a version; the pretrained branch's import), or neither (from scratch)
 INIT_TASKS = ("resolve_init_ours", "init_ours_from_import")
@@ -267,24 +283,32 @@ def checkout(store: Any, ref: str, out: Any, remote: str | None) -> Any:
 
 def judge_and_sample(branch: str, network: str, network_commit: str,
                      profiles: dict[str, str]) -> tuple[list[Any], list[Any]]:
-    """evaluate → commit and generate → commit for one branch's network; returns the
-    (first, last) tasks of both chains."""
+    """evaluate → commit, generate → commit and project → commit for one branch's network;
+    returns the (first, last) tasks of the three chains (evaluate, generate, project)."""
     outputs = {}
     for kind, stage, name in (("evaluate", "evaluate", "evaluation"),
-                              ("generate", "generate", "generated")):
+                              ("generate", "generate", "generated"),
+                              ("project", "project", "projections")):
         # the network and the dataset are keyed by their version ids, not their paths
         # the reference dataset, when none is given, returns no version and adds nothing
-        reads = ((network_commit, "resolve_dataset", "resolve_reference_dataset")
-                 if kind == "evaluate" else (network_commit,))
+        reads = {"evaluate": (network_commit, "resolve_dataset", "resolve_reference_dataset"),
+                 "generate": (network_commit,),
+                 "project": (network_commit, PROJECTION_TARGETS)}[kind]
         run = StageOperator(
-            task_id=f"{kind}_{branch}", stage=stage, profile=profiles[kind],
+            # projection takes the generate profile: no new required key for settings files
+            task_id=f"{kind}_{branch}", stage=stage,
+            profile=profiles["generate" if kind == "project" else kind],
             arguments=["--network", network, plan_value(kind),
                        "--out", f"{plan_value('root')}/{name}-{branch}-{TRY}"],
             reuse=Reuse(name=f"stylegan2-{name}-{branch}", kind=kind, inputs=reads,
-                        unkeyed=("--network", "--data", "--reference-data")))
+                        unkeyed=("--network", "--data", "--reference-data", "--target")))
         if kind == "evaluate":  # the evaluation also needs the dataset in its lineage
             inputs, meta = [*reads], {
                 "metrics": output(run.task_id, "results"), "network": version_of(network_commit)}
+        elif kind == "project":
+            inputs, meta = [*reads], {
+                "network": version_of(network_commit), "targets": version_of(PROJECTION_TARGETS),
+                "distances": output(run.task_id, "targets"), "lpips": output(run.task_id, "lpips")}
         else:
             inputs, meta = [network_commit], {
                 "network": version_of(network_commit),
@@ -295,8 +319,8 @@ def judge_and_sample(branch: str, network: str, network_commit: str,
             meta=meta, stage=run.task_id)
         run >> commit
         outputs[kind] = (run, commit)
-    return ([outputs["evaluate"][0], outputs["generate"][0]],
-            [outputs["evaluate"][1], outputs["generate"][1]])
+    return ([outputs[k][0] for k in ("evaluate", "generate", "project")],
+            [outputs[k][1] for k in ("evaluate", "generate", "project")])
 
 with DAG(
     dag_id="stylegan2_train",
@@ -364,6 +388,8 @@ with DAG(
                 "init_ref": init_from, "reference_ref": reference,
                 "train": train,
                 "evaluate": ["--data", f"{root}/dataset", "--metrics", metrics, *cap],
+                "project": ["--target", f"{root}/projection-targets",
+                            "--steps", str(params["project_steps"])],
                 "generate": ["--seeds", params["seeds"],
                              "--truncation-psi", str(params["truncation_psi"])],
                 "seeds": list(parse_seeds(params["seeds"]))}
@@ -461,6 +487,31 @@ with DAG(
             return []
         return ["fetch_pretrained"] if mode == "url" else ["import_pretrained"]
 
+    @task.branch
+    def choose_projection(params: dict[str, Any]) -> list[str]:
+        """Projection runs only when the param project_targets names a folder."""
+        if not params["project_targets"]:
+            print("no projection: the param project_targets is empty")
+            return []
+        return ["commit_projection_targets"]
+
+    @task
+    def resolve_projection_targets(plan: dict[str, Any], ti: Any = None) -> dict[str, Any]:
+        """Check out (verified) the targets just committed: the projections read exactly the
+        version their lineage names, even if the folder changes meanwhile."""
+        from pathlib import Path
+
+        from stylegan_airflow.runners import store_path
+
+        from stylegan_ops.store.local import Store
+
+        committed = ti.xcom_pull(task_ids="commit_projection_targets")
+        out = Path(plan["root"]) / "projection-targets"
+        version = Store(Path(store_path())).checkout(
+            f"{committed['name']}@{committed['id']}", out, verify=True, replace=True)
+        print(f"projection targets {version.ref} ({version.id}) checked out at {out}")
+        return {"name": version.name, "id": version.id, "ref": version.ref, "out": str(out)}
+
     @task(trigger_rule="all_done")
     def summary(dag_run: Any = None, ti: Any = None) -> dict[str, Any]:
         """What this run produced: versions, metrics and where the images are."""
@@ -468,7 +519,9 @@ with DAG(
         for task_id in ("commit_pretrained_pickle", "commit_pretrained_network",
                         "commit_pretrained_evaluation",
                         "commit_pretrained_generated", "commit_trained_network",
-                        "commit_ours_evaluation", "commit_ours_generated"):
+                        "commit_ours_evaluation", "commit_ours_generated",
+                        "commit_projection_targets", "commit_pretrained_projections",
+                        "commit_ours_projections"):
             value = ti.xcom_pull(task_ids=task_id)
             if value:
                 versions[value["name"]] = {"ref": value["ref"], "id": value["id"],
@@ -543,6 +596,15 @@ with DAG(
         meta={"kimg": output("train", "kimg"), "config": "{{ params.config }}"}, stage="train")
     our_outputs = judge_and_sample("ours", output("train", "final"),
                                    "commit_trained_network", profiles)
+
+    # --- projection of real images, when asked --------------------------------------------
+    commit_targets = DatasetVersionOperator(
+        task_id="commit_projection_targets", name="stylegan2-projection-targets",
+        source="{{ params.project_targets }}", tags=TAGS,
+        meta={"source": "{{ params.project_targets }}"})
+    targets = resolve_projection_targets(plan=args)
+    checked_out >> choose_projection() >> commit_targets >> targets
+    targets >> [pre_outputs[0][2], our_outputs[0][2]]  # both branches' project tasks
 
     reference = resolve_reference_dataset(plan=args)
     init_version, init_pretrained = resolve_init_ours(plan=args), init_ours_from_import()

@@ -557,6 +557,38 @@ def style_mix(network: Path, row_seeds: str, col_seeds: str, col_styles: str,
 
 
 @main.command()
+@click.option("--network", type=PathArg, required=True,
+              help="Snapshot directory or NVIDIA .pkl (required).")
+@click.option("--target", type=PathArg, required=True,
+              help="Image to project, or a folder of images (searched recursively; each "
+                   "gets its own sub-directory of --out).")
+@click.option("--steps", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Optimisation steps per target.")
+@click.option("--seed", type=SEED, default=0, show_default=True,
+              help="Seed of the mean-w samples, noise maps and w noise.")
+@click.option("--save-frames", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Write frames.png, the image at this many evenly spaced steps (0: none).")
+@click.option("--w-avg-samples", type=click.IntRange(min=2), default=10_000,
+              show_default=True, help="Mapped samples for the starting (mean) w.")
+@click.option("--out", type=OutDir, required=True, help="Directory to create (required).")
+@stage
+def project(network: Path, target: Path, steps: int, seed: int, save_frames: int,
+            w_avg_samples: int, out: Path) -> None:
+    """Find the w and noise maps whose image matches a real one (StyleGAN2's projector:
+    LPIPS distance from the weight cache, see fetch-weights).
+
+    \b
+    Examples:
+      stylegan-ops project --network net.pkl --target cat.jpg --out proj
+      stylegan-ops project --network run/network-final --target cats/ --steps 500 \\
+          --save-frames 10 --out proj-cats"""
+    from stylegan_ops import project as stage_mod
+
+    emit(stage_mod.run(stage_mod.ProjectConfig(network, target, out, steps, seed, save_frames,
+                                               w_avg_samples)))
+
+
+@main.command()
 @click.option("--network", type=PathArg, required=True, help="Snapshot directory or .pkl.")
 @click.option("--data", type=PathArg, required=True, help="NVIDIA-layout dataset directory.")
 @click.option("--metrics", default="swd", show_default=True,

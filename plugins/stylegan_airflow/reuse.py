@@ -23,7 +23,8 @@ from stylegan_airflow.paths import run_dir
 from stylegan_airflow.runners import store_path
 from stylegan_ops.training import snapshot_name
 
-KINDS = ("download", "sample", "unzip", "extract", "import", "train", "evaluate", "generate")
+KINDS = ("download", "sample", "unzip", "extract", "import", "train", "evaluate", "generate",
+         "project")
 OUT_FLAG = "--out"
 REUSE_XCOM = "reuse"  # set when the task reused a version: {key, version, made_by, out}
 CACHE_XCOM = "cache"  # set when it ran: the key record the commit puts in the lineage

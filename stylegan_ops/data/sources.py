@@ -124,6 +124,11 @@ class FolderSource:
         if not self._files:
             raise StageError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}")
 
+    @property
+    def files(self) -> list[str]:
+        """The image files' paths relative to the folder, in order."""
+        return list(self._files)
+
     def __len__(self) -> int:
         return len(self._files)
 

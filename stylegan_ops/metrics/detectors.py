@@ -261,6 +261,10 @@ class LPIPS:
         """Per-pair distance of two float NHWC batches in [0, 255]."""
         return np.asarray(self._run(np.asarray(a, np.float32), np.asarray(b, np.float32)))
 
+    def tensor_distance(self, a: Any, b: Any) -> Any:
+        """The same distance on float32 NHWC tensors, differentiable (projection)."""
+        return self._run(a, b)
+
 
 # --- from the cache ----------------------------------------------------------------------
 

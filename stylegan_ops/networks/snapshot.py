@@ -18,7 +18,7 @@ from stylegan_ops.networks.presets import NetworkConfig
 FORMAT = "stylegan-ops-snapshot/1"
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """An .npz np.load reads, byte-identical for identical arrays: fixed member times and
     order, so the same weights make the same store objects."""
     import zipfile
@@ -76,11 +76,11 @@ class Snapshot:
 
     def save(self, out: Path, meta: dict[str, Any] | None = None) -> None:
         with atomic_dir(out) as tmp:
-            _save_npz(tmp / "G.npz", self.G)
-            _save_npz(tmp / "D.npz", self.D)
-            _save_npz(tmp / "Gs.npz", self.Gs)
+            save_npz(tmp / "G.npz", self.G)
+            save_npz(tmp / "D.npz", self.D)
+            save_npz(tmp / "Gs.npz", self.Gs)
             if self.optimizer:
-                _save_npz(tmp / "optimizer.npz", self.optimizer)
+                save_npz(tmp / "optimizer.npz", self.optimizer)
             (tmp / "state.json").write_bytes(dump_json(self.state))
             (tmp / "config.json").write_bytes(dump_json({
                 "format": FORMAT, "network": self.config.to_dict(), **(meta or {})}))

@@ -50,7 +50,15 @@ def test_prepare_dag_shape(dagbag: Any) -> None:
 def test_train_dag_shape_and_schedule(dagbag: Any) -> None:
     dag = dagbag.dags["stylegan2_train"]
     commits = {t for t in dag.task_dict if t.startswith("commit_")}
-    assert len(commits) == 7
+    assert len(commits) == 10  # 7, and the projection targets and both projections
+    # each branch projects once its network is committed and the targets are checked out
+    for branch, network in (("ours", "commit_trained_network"),
+                            ("pretrained", "commit_pretrained_network")):
+        assert dag.task_dict[f"project_{branch}"].upstream_task_ids == {
+            network, "resolve_projection_targets"}
+    assert dag.task_dict["commit_projection_targets"].upstream_task_ids == {
+        "choose_projection"}
+    assert dag.params["project_targets"] is None  # off by default
     assert dag.task_dict["import_pretrained"].upstream_task_ids >= {"commit_pretrained_pickle"}
     # from scratch, or after the init network: a version, or the pretrained import
     assert dag.task_dict["train"].upstream_task_ids == {

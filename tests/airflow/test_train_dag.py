@@ -11,13 +11,18 @@ from typing import Any
 import pytest
 
 from tests.conftest import cli
-from tests.netfiles import make_pickle, nvidia_network_class
+from tests.netfiles import make_pickle, nvidia_network_class, vgg_pickle
 
 pytestmark = pytest.mark.airflow
 
 OUTPUTS = ("stylegan2-pretrained-network", "stylegan2-evaluation-pretrained",
            "stylegan2-generated-pretrained", "stylegan2-trained-network",
            "stylegan2-evaluation-ours", "stylegan2-generated-ours")
+
+
+PROJECTION_TASKS = ("commit_projection_targets", "resolve_projection_targets",
+                    "project_pretrained", "commit_pretrained_projections", "project_ours",
+                    "commit_ours_projections")
 
 
 def train_conf(pkl: Path | None, **overrides: Any) -> dict[str, Any]:
@@ -69,7 +74,7 @@ def test_both_branches_version_every_output(airflow_db: Path, dagbag: Any,
     assert str(run.state) == "success", states
     # a local pickle: nothing to download; from scratch: no init network to resolve
     skipped = {"fetch_pretrained", "commit_pretrained_pickle", "resolve_init_ours",
-               "init_ours_from_import"}
+               "init_ours_from_import", *PROJECTION_TASKS}  # no project_targets: none
     assert {states[t] for t in skipped} == {"skipped"}, states
     assert all(s == "success" for t, s in states.items() if t not in skipped), states
     dataset = f"cats-32@{cats['dataset']['id']}"
@@ -154,3 +159,43 @@ def test_a_failed_branch_fails_the_run_but_keeps_the_other_branchs_versions(
     generated = show("stylegan2-generated-ours:latest")
     assert generated["lineage"]["run_id"] == run.run_id and "broken-branch" in generated["tags"]
     assert before is None or show("stylegan2-trained-network:latest")["id"] is not None
+
+
+def test_projection_versions_each_networks_results_with_lineage(
+        airflow_db: Path, dagbag: Any, cats: dict[str, Any], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """project_targets set: the folder is versioned, both networks project it, and each
+    result is a version whose lineage names the network and the targets."""
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("STYLEGAN_CACHE", str(tmp_path / "cache"))  # the stages inherit it
+    lpips = vgg_pickle(tmp_path / "vgg16_zhang_perceptual.pkl", "lpips")
+    res = cli("fetch-weights", "lpips", "--from", lpips, "--accept-unpinned")
+    assert res.exit_code == 0, res.stderr
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("tabby", "ginger"):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), np.uint8)).save(targets / f"{name}.png")
+    run = dagbag.dags["stylegan2_train"].test(run_conf=train_conf(
+        cats["pkl"], project_targets=str(targets), project_steps=3, tags=["projected"]))
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert str(run.state) == "success", states
+    assert {states[t] for t in PROJECTION_TASKS} == {"success"}, states
+    given = show("stylegan2-projection-targets:latest")
+    assert {f["path"] for f in given["manifest"]["files"]} == {"tabby.png", "ginger.png"}
+    given_ref = f"stylegan2-projection-targets@{given['id']}"
+    for branch, network in (("ours", "stylegan2-trained-network"),
+                            ("pretrained", "stylegan2-pretrained-network")):
+        net = show(f"{network}:latest")
+        v = show(f"stylegan2-projections-{branch}:latest")
+        assert v["lineage"]["run_id"] == run.run_id and "projected" in v["tags"]
+        assert v["lineage"]["inputs"] == [f"{network}@{net['id']}", given_ref]
+        assert v["meta"]["network"] == f"{network}@{net['id']}"
+        assert v["meta"]["targets"] == given_ref
+        assert [t["name"] for t in v["meta"]["distances"]] == ["ginger", "tabby"]
+        assert v["meta"]["lpips"]["standard"] is False  # a stand-in says so
+        files = {f["path"] for f in v["manifest"]["files"]}
+        assert {"projection.json", "tabby/proj.png", "tabby/projected_w.npz",
+                "ginger/target.png", "ginger/progress.jsonl"} <= files
