@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python benchmarks/orchestration_overhead.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/metrics_throughput.py
+	$(BIN)/python benchmarks/projection_throughput.py
 	$(BIN)/python benchmarks/rerun_wall_time.py
 	rm -rf $(DEMO) && DEMO=$(DEMO) BIN=$(BIN) bash scripts/demo.sh  # ends with demo_wall_time.py
 
