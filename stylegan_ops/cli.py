@@ -481,6 +481,9 @@ def inspect(path: Path, limit: int | None) -> None:
               help="Explicit TF devices, e.g. /gpu:0,/gpu:2 or /cpu:0,/cpu:1 (default: --gpus).")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 synthesis and D with dynamic loss scaling (default: float32).")
+@click.option("--xla", is_flag=True,
+              help="Compile the training steps with XLA (jit_compile; one device only; "
+                   "default: off).")
 @click.option("--tick-kimg", type=FiniteFloat(min=0, min_open=True), default=1.0,
               show_default=True, help="kimg between stats lines (> 0).")
 @click.option("--snapshot-ticks", type=click.IntRange(min=1), default=4, show_default=True,
@@ -494,8 +497,8 @@ def train(data: Path, out: Path, config: str, total_kimg: float, batch: int,
           style_mixing: float | None, aug: str, augpipe: str, ada_target: float,
           ada_kimg: float, aug_p: float, metric_names: str, metrics_images: int | None,
           keep_best: str | None, reference_data: Path | None, gpus: int,
-          devices: tuple[str, ...] | None, mixed_precision: bool, tick_kimg: float,
-          snapshot_ticks: int, seed: int) -> None:
+          devices: tuple[str, ...] | None, mixed_precision: bool, xla: bool,
+          tick_kimg: float, snapshot_ticks: int, seed: int) -> None:
     """Train StyleGAN2 (TF2) on a dataset; --resume auto continues after a crash,
     --init fine-tunes a pretrained network."""
     from stylegan_ops.training import loop
@@ -508,7 +511,7 @@ def train(data: Path, out: Path, config: str, total_kimg: float, batch: int,
     emit(loop.run(loop.TrainConfig(
         data, out, config, total_kimg, batch, gamma, mirror, resume, aug, ada_target,
         gpus=gpus, tick_kimg=tick_kimg, devices=devices, mixed_precision=mixed_precision,
-        snapshot_ticks=snapshot_ticks, seed=seed, ema_kimg=ema_kimg, ema_rampup=ema_rampup,
+        xla=xla, snapshot_ticks=snapshot_ticks, seed=seed, ema_kimg=ema_kimg, ema_rampup=ema_rampup,
         init=str(init) if init else None, freeze_d=freeze_d, augpipe=augpipe, aug_p=aug_p,
         ada_kimg=ada_kimg, pl_weight=pl_weight, style_mixing=style_mixing,
         metrics=metrics, metrics_images=metrics_images, keep_best=keep_best,
@@ -523,15 +526,18 @@ def train(data: Path, out: Path, config: str, total_kimg: float, batch: int,
               help="Truncation ψ (1: none, 0: the mean image; any finite number).")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const",
               show_default=True, help="const: noise from the seed, as NVIDIA's script.")
+@click.option("--xla", is_flag=True,
+              help="One XLA-compiled map + synthesis: the same images to float rounding, "
+                   "not to the byte (default: off, eager, NVIDIA's exact bytes).")
 @click.option("--out", type=OutDir, required=True, help="Directory to create.")
 @stage
-def generate(network: Path, seeds: str, truncation_psi: float, noise_mode: str,
+def generate(network: Path, seeds: str, truncation_psi: float, noise_mode: str, xla: bool,
              out: Path) -> None:
     """Generate seed<NNNN>.png for each seed."""
     from stylegan_ops import generate as stage_mod
 
     emit(stage_mod.run(stage_mod.GenerateConfig(network, stage_mod.parse_seeds(seeds), out,
-                                                truncation_psi, noise_mode)))
+                                                truncation_psi, noise_mode, xla)))
 
 
 @main.command("style-mix")
@@ -607,9 +613,12 @@ def project(network: Path, target: Path, steps: int, seed: int, save_frames: int
               help="Dataset directory whose images are every metric's reals, e.g. the full "
                    "dataset when --data is the subset the network was trained on (default: "
                    "--data).")
+@click.option("--xla", is_flag=True,
+              help="XLA-compile the generator and detector calls (default: off).")
 @stage
 def evaluate(network: Path, data: Path, metrics: str, out: Path, num_images: int | None,
-             truncation_psi: float, seed: int, batch: int, reference_data: Path | None) -> None:
+             truncation_psi: float, seed: int, batch: int, reference_data: Path | None,
+             xla: bool) -> None:
     """Evaluate a network against a dataset; one JSON line per metric and run.
 
     Detector files come from the weight cache ($STYLEGAN_CACHE, see fetch-weights);
@@ -618,7 +627,8 @@ def evaluate(network: Path, data: Path, metrics: str, out: Path, num_images: int
 
     emit(stage_mod.run(stage_mod.EvaluateConfig(network, data, out,
                                                 stage_mod.parse_metrics(metrics), num_images,
-                                                truncation_psi, seed, batch, reference_data)))
+                                                truncation_psi, seed, batch, reference_data,
+                                                xla)))
 
 
 @main.command("fetch-weights")

@@ -9,7 +9,9 @@
   distance, for perceptual path length.
 
 Each detector carries a ``label`` (name, file, sha256, standard) that every metric record
-repeats. Tests build the same files with tiny networks; the loaders are the same.
+repeats. ``xla=True`` compiles a detector's forward pass with XLA (one compilation per
+input shape); the label, and so the records, stay the same: the features agree to float
+rounding. Tests build the same files with tiny networks; the loaders are the same.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def _needed(nodes: dict[str, Any], outputs: list[str], stop: str) -> set[str]:
 class InceptionGraph:
     """The 2015-12-05 Inception GraphDef, fed batches instead of one decoded JPEG."""
 
-    def __init__(self, graph_bytes: bytes, label: dict[str, Any]) -> None:
+    def __init__(self, graph_bytes: bytes, label: dict[str, Any], *, xla: bool = False
+                 ) -> None:
         import tensorflow as tf
         from google.protobuf.message import DecodeError
         from tensorflow.core.framework import graph_pb2
@@ -75,18 +78,22 @@ class InceptionGraph:
         weights = nodes[LOGITS_NODE].input[1].split(":")[0]
         keep = _needed(nodes, [FEATURE_NODE, weights], INPUT_NODE)
         # Keep only what pool_3 and the softmax weights need, with the input replaced by a
-        # placeholder that the batch is mapped onto: the JPEG decoder and the [1, 2048]
-        # reshape of the original stay out, so any batch size goes through.
+        # stub that the batch is mapped onto: the JPEG decoder and the [1, 2048] reshape of
+        # the original stay out, so any batch size goes through. The stub is a constant,
+        # not a Placeholder: it stays in the graph unused, and XLA compiles no Placeholder.
         pruned = graph_pb2.GraphDef()
         pruned.versions.CopyFrom(graph.versions)
         for node in graph.node:
             if node.name == INPUT_NODE:
-                ph = pruned.node.add(name=INPUT_NODE, op="Placeholder")
-                ph.attr["dtype"].type = tf.float32.as_datatype_enum
+                stub = pruned.node.add(name=INPUT_NODE, op="Const")
+                stub.attr["dtype"].type = tf.float32.as_datatype_enum
+                stub.attr["value"].tensor.CopyFrom(
+                    tf.make_tensor_proto(np.zeros([1, 1, 1, 3], np.float32)))
             elif node.name in keep:
                 pruned.node.add().CopyFrom(node)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
+                     jit_compile=_jit(xla))
         def run(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             pool, w = tf.graph_util.import_graph_def(
                 pruned, input_map={f"{INPUT_NODE}:0": tf.cast(images, tf.float32)},
@@ -98,15 +105,21 @@ class InceptionGraph:
         self._run = run
 
     @classmethod
-    def from_file(cls, path: Path, label: dict[str, Any] | None = None) -> InceptionGraph:
+    def from_file(cls, path: Path, label: dict[str, Any] | None = None, *, xla: bool = False
+                  ) -> InceptionGraph:
         return cls(path.read_bytes(), label or {"name": "inception", "file": path.name,
-                                               "sha256": None, "standard": False})
+                                               "sha256": None, "standard": False}, xla=xla)
 
     def features(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(_check_images(images))[0])
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(_check_images(images))[1])
+
+
+def _jit(xla: bool) -> bool | None:
+    """tf.function's jit_compile: None (TensorFlow's default) unless XLA is asked for."""
+    return True if xla else None
 
 
 def _check_images(images: np.ndarray) -> np.ndarray:
@@ -187,7 +200,8 @@ CAFFE_MEAN_RGB = np.array([123.68, 116.779, 103.939], np.float32)  # ImageNet me
 class VGG16Features:
     """fc7 (4096-d for the real network) of VGG16 at 224 px, ImageNet mean subtracted."""
 
-    def __init__(self, variables: list[tuple[str, np.ndarray]], label: dict[str, Any]) -> None:
+    def __init__(self, variables: list[tuple[str, np.ndarray]], label: dict[str, Any], *,
+                 xla: bool = False) -> None:
         import tensorflow as tf
 
         source = label["file"]
@@ -205,7 +219,8 @@ class VGG16Features:
         vgg = _VGG(convs)
         dense = [tf.constant(a) for a in (fc6, fc6b, fc7, fc7b)]
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
+                     jit_compile=_jit(xla))
         def run(images: tf.Tensor) -> tf.Tensor:
             x = tf.image.resize(tf.cast(images, tf.float32), (224, 224), "bilinear")
             _, x = vgg.taps(x - CAFFE_MEAN_RGB)
@@ -227,7 +242,8 @@ class LPIPS:
     """Learned perceptual distance: unit-normalised VGG features, weighted squared
     differences averaged over space and summed over the five layers."""
 
-    def __init__(self, variables: list[tuple[str, np.ndarray]], label: dict[str, Any]) -> None:
+    def __init__(self, variables: list[tuple[str, np.ndarray]], label: dict[str, Any], *,
+                 xla: bool = False) -> None:
         import tensorflow as tf
 
         source = label["file"]
@@ -243,7 +259,8 @@ class LPIPS:
                              "variables after the lin layers")
         vgg = _VGG(convs)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)] * 2)
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)] * 2,
+                     jit_compile=_jit(xla))
         def run(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
             def feats(x: tf.Tensor) -> list[tf.Tensor]:
                 x = (x / 127.5 - 1.0 - LPIPS_SHIFT) / LPIPS_SCALE  # [0, 255] → LPIPS input
@@ -268,23 +285,23 @@ class LPIPS:
 
 # --- from the cache ----------------------------------------------------------------------
 
-def _from(located: Located, build: Callable[[Path, dict[str, Any]], Any]) -> Any:
-    return build(located.path, located.label())
+Loader = Callable[[Path, dict[str, Any], bool], Any]  # (file, label, xla) → detector
 
-
-LOADERS: dict[str, Callable[[Path, dict[str, Any]], Any]] = {
-    "inception": lambda p, label: InceptionGraph(p.read_bytes(), label),
-    "vgg16": lambda p, label: VGG16Features(_network_variables(p), label),
-    "lpips": lambda p, label: LPIPS(_network_variables(p), label),
+LOADERS: dict[str, Loader] = {
+    "inception": lambda p, label, xla: InceptionGraph(p.read_bytes(), label, xla=xla),
+    "vgg16": lambda p, label, xla: VGG16Features(_network_variables(p), label, xla=xla),
+    "lpips": lambda p, label, xla: LPIPS(_network_variables(p), label, xla=xla),
 }
 
 
-def load(name: str, path: Path | None = None) -> Any:
-    """The detector ``name`` from the weight cache (or from ``path``, labelled a stand-in)."""
+def load(name: str, path: Path | None = None, *, xla: bool = False) -> Any:
+    """The detector ``name`` from the weight cache (or from ``path``, labelled a stand-in);
+    ``xla`` compiles its forward pass with XLA."""
     if path is not None:
         from stylegan_ops.metrics.weights import sha256_of
 
         label = {"name": name, "file": path.name, "sha256": sha256_of(path),
                  "standard": False}
-        return LOADERS[name](path, label)
-    return _from(locate(name), LOADERS[name])
+        return LOADERS[name](path, label, xla)
+    located: Located = locate(name)
+    return LOADERS[name](located.path, located.label(), xla)

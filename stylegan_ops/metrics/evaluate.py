@@ -71,6 +71,7 @@ class EvaluateConfig:
     seed: int = 0  # latents and noise of the fakes
     batch: int = 32  # images per generator / detector call
     reference_data: Path | None = None  # the reals of every metric; None: ``data``'s
+    xla: bool = False  # XLA-compile the generator and detector calls (scores to rounding)
 
     def __post_init__(self) -> None:
         _check_options(self.metrics, self.num_images, self.truncation_psi, self.seed,
@@ -139,11 +140,13 @@ class Evaluation:
     # fakes' noise is drawn from the seed's numpy generator instead
     isolated: bool = False
 
+    sampler: Any = None  # the XLA-compiled map + synthesis (--xla), built at first use
+
     def detector(self, name: str) -> Any:
         if name not in self.detectors:
             from stylegan_ops.metrics.detectors import load
 
-            self.detectors[name] = load(name)
+            self.detectors[name] = load(name, xla=self.cfg.xla)
         return self.detectors[name]
 
     def count(self, default: int) -> int:
@@ -187,10 +190,18 @@ class Evaluation:
         if not self.isolated:
             tf.random.set_seed(self.cfg.seed)  # the noise inputs: same arguments, same score
         synthesis = self.network.synthesis
+        if self.cfg.xla and self.sampler is None:
+            from stylegan_ops.generate import compiled_sampler
+
+            self.sampler = compiled_sampler(self.network, self.cfg.truncation_psi)
         with _progress(n, desc) as bar:
             for start in range(0, n, self.cfg.batch):
                 b = min(self.cfg.batch, n - start)
                 z = rng.randn(b, self.network.cfg.z_dim).astype(np.float32)
+                if self.cfg.xla:
+                    yield to_uint8(self.sampler(tf.constant(z), self._noise(rng, b)).numpy())
+                    bar.update(b)
+                    continue
                 ws = self.network.map(tf.constant(z), psi=self.cfg.truncation_psi)
                 if self.isolated:
                     noise = [tf.constant(rng.randn(b, 1, *v.shape[2:]).astype(np.float32))
@@ -200,6 +211,18 @@ class Evaluation:
                     images = synthesis(ws, noise_mode="random")
                 yield to_uint8(images.numpy())
                 bar.update(b)
+
+    def _noise(self, rng: np.random.RandomState, b: int) -> list[Any]:
+        """The noise inputs of ``b`` fakes, the same numbers the eager path draws: XLA's
+        own random ops would ignore the seed."""
+        import tensorflow as tf
+
+        from stylegan_ops.generate import random_noise
+
+        if self.isolated:
+            return [tf.constant(rng.randn(b, 1, *v.shape[2:]).astype(np.float32))
+                    for v in self.network.synthesis.noise_vars]
+        return random_noise(self.network, b)
 
     def real_images(self, n: int) -> np.ndarray:
         """``n`` reals as one NHWC array, read once per run."""
@@ -321,7 +344,7 @@ def _ppl(ev: Evaluation) -> dict[str, float]:
 
     n = ev.count(50_000)
     dist = path_lengths(ev.network, ev.detector("lpips"), n, ev.cfg.batch, ev.cfg.seed,
-                        lambda: _progress(n, "ppl"))
+                        lambda: _progress(n, "ppl"), xla=ev.cfg.xla)
     lo, hi = np.percentile(dist, 1, method="lower"), np.percentile(dist, 99, method="higher")
     return {"ppl2_wend": float(dist[(dist >= lo) & (dist <= hi)].mean())}
 
@@ -379,7 +402,8 @@ def _datasets(data: Path, reference: Path | None, res: int) -> tuple[str, int, s
     return *_dataset(reference, res), trained[0]
 
 
-def _load_detectors(metrics: tuple[str, ...], given: dict[str, Any] | None) -> dict[str, Any]:
+def _load_detectors(metrics: tuple[str, ...], given: dict[str, Any] | None,
+                    xla: bool = False) -> dict[str, Any]:
     """Every detector the metrics need: a missing file is an error before any work."""
     from stylegan_ops.metrics.detectors import load
 
@@ -387,7 +411,7 @@ def _load_detectors(metrics: tuple[str, ...], given: dict[str, Any] | None) -> d
     for name in metrics:
         det = METRICS[name].detector
         if det and det not in found:
-            found[det] = load(det)
+            found[det] = load(det, xla=xla)
     return found
 
 
@@ -397,7 +421,7 @@ def run(cfg: EvaluateConfig, detectors: dict[str, Any] | None = None) -> Evaluat
     ``detectors`` replaces the cache's networks by name (tests inject stand-ins)."""
     from stylegan_ops.generate import load_generator, network_digest
 
-    ev = Evaluation(cfg, None, _load_detectors(cfg.metrics, detectors))
+    ev = Evaluation(cfg, None, _load_detectors(cfg.metrics, detectors, cfg.xla))
     ev.network = load_generator(cfg.network)
     network_sha256 = network_digest(cfg.network)  # the network by content, never its path
     ev.dataset_sha256, ev.dataset_size, ev.trained_on_sha256 = _datasets(
@@ -435,6 +459,8 @@ def _score(ev: Evaluation, network_sha256: str, extra: dict[str, Any]) -> Evalua
                   "seed": cfg.seed, "batch": cfg.batch, **extra}
         if ev.trained_on_sha256 is not None:  # absent without a reference: records as before
             record["trained_on_sha256"] = ev.trained_on_sha256
+        if cfg.xla:  # compiled scores agree to rounding, not to the byte: said so
+            record["xla"] = True
         with (cfg.out / f"metric-{recorded}.jsonl").open("a") as f:
             f.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
         results[recorded] = finite

@@ -13,9 +13,15 @@ EPSILON = 1e-4
 
 
 def path_lengths(network: Any, lpips: Any, n: int, batch: int, seed: int,
-                 progress: Callable[[], Any]) -> np.ndarray:
-    """``n`` samples of LPIPS(G(w₀), G(lerp(w₀, w₁, ε))) / ε², reproducible for a seed."""
+                 progress: Callable[[], Any], xla: bool = False) -> np.ndarray:
+    """``n`` samples of LPIPS(G(w₀), G(lerp(w₀, w₁, ε))) / ε², reproducible for a seed;
+    ``xla`` compiles the synthesis (LPIPS is compiled by its own loader)."""
     import tensorflow as tf
+
+    def const(ws: Any) -> Any:
+        return network.synthesis(ws, noise_mode="const")
+
+    synthesis = tf.function(const, jit_compile=True) if xla else const
 
     rng = np.random.RandomState(seed)
     z_dim, res = network.cfg.z_dim, network.cfg.resolution
@@ -28,7 +34,7 @@ def path_lengths(network: Any, lpips: Any, n: int, batch: int, seed: int,
             w0, w1 = ws[:b], ws[b:]
             pair = tf.concat([w0, w0 + (w1 - w0) * EPSILON], axis=0)  # lerp at t=0 and t=ε
             # the stored noise inputs, so only w moves between the two images
-            img = (network.synthesis(pair, noise_mode="const").numpy() + 1) * (255 / 2)
+            img = (synthesis(pair).numpy() + 1) * (255 / 2)
             if res > 256:
                 f = res // 256
                 img = img.reshape(2 * b, 256, f, 256, f, 3).mean(axis=(2, 4))

@@ -10,6 +10,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ class TrainConfig:
     seed: int = 0
     fused: bool | None = None  # grouped-conv modulation; None: on when a GPU is used
     mixed_precision: bool = False  # float16 synthesis and D, float32 weights, loss scaling
+    xla: bool = False  # compile each step with XLA (jit_compile); one device only
     init: str | None = None  # fine-tune: start G, D and Gs from this snapshot dir or .pkl
     freeze_d: int = 0  # D blocks (from the highest resolution) kept fixed: FreezeD
     augpipe: str = "bgc"  # ADA transforms (augment.AUGPIPES)
@@ -94,6 +96,11 @@ class TrainConfig:
         if self.batch % self.pl_batch_shrink:
             raise StageError(f"batch {self.batch} is not divisible by the path-length "
                              f"batch shrink {self.pl_batch_shrink}")
+        if self.xla and max(self.gpus, len(self.devices or ())) > 1:
+            # MirroredStrategy's cross-device all-reduce sits inside the step, and XLA
+            # cannot compile a replica context's collectives here: refused, not half-compiled
+            raise StageError(f"--xla runs on one device; got {self._device_words()}: drop "
+                             "--xla or train on one device")
         if self.aug not in ("none", "ada", "fixed"):
             raise StageError(f"aug must be 'none', 'ada' or 'fixed', got {self.aug!r}")
         from stylegan_ops.training.augment import pipe
@@ -122,6 +129,10 @@ class TrainConfig:
             raise StageError(f"metrics-images must be an integer >= 2, got "
                              f"{self.metrics_images!r}")
         check_output(self.out, "dir")
+
+    def _device_words(self) -> str:
+        return (f"--devices {','.join(self.devices)}" if self.devices
+                else f"--gpus {self.gpus}")
 
     # -- defaults that follow the preset, resolution and batch ----------------------
     @property
@@ -310,7 +321,8 @@ class Adam:
 
 
 class Trainer:
-    """Networks, optimizers and the compiled steps of one training run."""
+    """Networks, optimizers and the compiled steps of one training run: ``d_step``,
+    ``d_reg_step``, ``g_step``, ``g_reg_step`` and ``ema``, XLA-compiled with ``cfg.xla``."""
 
     def __init__(self, cfg: TrainConfig, net: NetworkConfig,
                  strategy: tf.distribute.Strategy | None = None) -> None:
@@ -320,6 +332,14 @@ class Trainer:
         tf.random.set_seed(cfg.seed)
         with self.strategy.scope():
             self._build(cfg, net)
+        # compiled here, not by decorators, so that --xla is this trainer's choice; None
+        # (not False) leaves TensorFlow's default when XLA is off
+        compiled = partial(tf.function, jit_compile=True if cfg.xla else None)
+        self.d_step = compiled(self._run_d_step)
+        self.d_reg_step = compiled(self._run_d_reg_step)
+        self.g_step = compiled(self._run_g_step)
+        self.g_reg_step = compiled(self._run_g_reg_step)
+        self.ema = compiled(self._ema)
 
     def _build(self, cfg: TrainConfig, net: NetworkConfig) -> None:
         self.G, self.D = Generator(net, cfg.seed), Discriminator(net, cfg.seed + 1)
@@ -432,28 +452,23 @@ class Trainer:
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                 for k, v in per_replica.items()}
 
-    @tf.function
-    def d_step(self, reals: Any) -> dict[str, tf.Tensor]:
+    def _run_d_step(self, reals: Any) -> dict[str, tf.Tensor]:
         return self._reduce(self.strategy.run(self._d_step, args=(reals,)))
 
-    @tf.function
-    def d_reg_step(self, reals: Any) -> dict[str, tf.Tensor]:
+    def _run_d_reg_step(self, reals: Any) -> dict[str, tf.Tensor]:
         return self._reduce(self.strategy.run(self._d_reg_step, args=(reals,)))
 
-    @tf.function
-    def g_step(self) -> dict[str, tf.Tensor]:
+    def _run_g_step(self) -> dict[str, tf.Tensor]:
         return self._reduce(self.strategy.run(self._g_step))
 
-    @tf.function
-    def g_reg_step(self) -> dict[str, tf.Tensor]:
+    def _run_g_reg_step(self) -> dict[str, tf.Tensor]:
         return self._reduce(self.strategy.run(self._g_reg_step))
 
     def distribute(self, dataset: tf.data.Dataset) -> Any:
         """Per-replica batches of a global-batch dataset."""
         return self.strategy.experimental_distribute_dataset(dataset)
 
-    @tf.function
-    def ema(self, beta: tf.Tensor) -> None:
+    def _ema(self, beta: tf.Tensor) -> None:
         """Gs ← G + (Gs − G)·β for trained weights; copies of the rest (noise inputs,
         ``dlatent_avg``). ``beta`` is a tensor: a new value per step, one trace."""
         for name, var in self.Gs.params.items():

@@ -87,3 +87,20 @@ def test_lpips_is_a_distance(tmp_path: Path) -> None:
     assert d.shape == (3,) and (d[:2] > 0).all() and abs(d[2]) < 1e-6
     np.testing.assert_allclose(lpips.distance(b, a), d, rtol=1e-5)
     assert (lpips.distance(a, a + 1.0) < lpips.distance(a, 255 - a)).all()
+
+
+@pytest.mark.parametrize("name", ["inception", "vgg16", "lpips"])
+def test_xla_forward_passes_agree_with_the_plain_ones(tmp_path: Path, name: str) -> None:
+    """xla=True compiles the same forward pass: features (and LPIPS distances) agree to
+    float32 rounding in another order of summation, and the label is unchanged."""
+    path = (inception_graph(tmp_path / "g.pb") if name == "inception"
+            else vgg_pickle(tmp_path / f"{name}.pkl", name))
+    plain, xla = detectors.load(name, path), detectors.load(name, path, xla=True)
+    assert plain.label == xla.label
+    if name == "lpips":
+        a, b = IMAGES[:3].astype(np.float32), IMAGES[2:].astype(np.float32)
+        want, got = plain.distance(a, b), xla.distance(a, b)
+    else:
+        want, got = plain.features(IMAGES), xla.features(IMAGES)
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())

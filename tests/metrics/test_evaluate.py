@@ -357,3 +357,29 @@ def test_a_bad_reference_exits_2_naming_it(setup: dict[str, Path], tmp_path: Pat
     assert res.exit_code == 2
     assert res.stderr == f"stylegan-ops: error: {message.format(ref=ref)}\n"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_xla_evaluation_scores_agree_and_say_so(setup: dict[str, Path], cache: Path,
+                                                tmp_path: Path) -> None:
+    """--xla compiles the generator and the detectors: the same fakes (the noise drawn as
+    the eager path draws it) and the same features to float rounding, so the scores agree
+    to a tolerance; the records say xla, the eager ones stay as they were. Precision and
+    recall count images: a feature moved by rounding may cross a k-NN radius, so they may
+    differ by one image in ``n``; the other scores are continuous (2% for 16 images)."""
+    install(setup, pinned=False)
+    metrics, n = f"swd,{DETECTOR_METRICS}", 16
+    for name, extra in (("eager", []), ("xla", ["--xla"])):
+        res = cli("evaluate", "--network", setup["snapshot"], "--data", setup["data"],
+                  "--metrics", metrics, "--num-images", n, "--batch", 8,
+                  "--out", tmp_path / name, *extra)
+        assert res.exit_code == 0, res.stderr
+    for path in sorted((tmp_path / "eager").iterdir()):
+        eager, = records(tmp_path / "eager", path.stem[len("metric-"):])
+        xla, = records(tmp_path / "xla", path.stem[len("metric-"):])
+        assert "xla" not in eager and xla.pop("xla") is True
+        assert eager.keys() == xla.keys()
+        for key, value in eager["results"].items():  # type: ignore[attr-defined]
+            close = (pytest.approx(value, abs=1.01 / n) if key.startswith("pr50k3")
+                     else pytest.approx(value, rel=2e-2))
+            assert xla["results"][key] == close, (path.name, key)
