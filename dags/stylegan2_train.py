@@ -120,6 +120,15 @@ PARAMS = {
                        description="One of train_metrics: keep its best snapshot as "
                                    "network-best, with best.json (default empty: no; "
                                    "network-final stays the last either way)."),
+    "mixed_precision": Param(False, type="boolean",
+                             description="Train with float16 synthesis and D, float32 "
+                                         "weights and dynamic loss scaling (default off: "
+                                         "float32); meant for GPUs."),
+    "xla": Param(False, type="boolean",
+                 description="XLA-compile (jit_compile) the training steps, the evaluations' "
+                             "generator and detectors, and generation (default off). Scores "
+                             "and images agree with the plain ones to float rounding; "
+                             "training then runs on one device."),
     "tick_kimg": Param(1, type="number", exclusiveMinimum=0,
                        description="Progress is logged every this many kimg (default 1; > 0)."),
     "snapshot_ticks": Param(4, type="integer", minimum=1,
@@ -206,6 +215,9 @@ TRAIN_ARGS = ("{{ ti.xcom_pull(task_ids='plan', key='train') + ((ti.xcom_pull("
               " or {}).get('args') or []) }}")
 
 
+XLA = ["--xla"]  # train, evaluate and generate take the same flag
+
+
 def metric_list(value: Any) -> list[str]:
     """A metrics param as names: a list from the form, maybe comma-separated text."""
     if isinstance(value, str):
@@ -214,10 +226,10 @@ def metric_list(value: Any) -> list[str]:
 
 
 def train_options(params: dict[str, Any]) -> tuple[str, list[str]]:
-    """The --aug value, and train's flags for augmentation, γ, FreezeD and metrics during
-    training: only those that apply, so a run without augmentation and with the rest left
-    at their defaults has the arguments it had before these params existed. A combination
-    the stage would refuse fails the run here, before any work."""
+    """The --aug value, and train's flags for augmentation, γ, FreezeD, precision, XLA and
+    metrics during training: only those that apply, so a run without augmentation and with
+    the rest left at their defaults has the arguments it had before these params existed. A
+    combination the stage would refuse fails the run here, before any work."""
     aug = params["aug"]
     if params["ada"]:  # the older switch
         if aug == "fixed":
@@ -238,6 +250,9 @@ def train_options(params: dict[str, Any]) -> tuple[str, list[str]]:
             out += ["--p", str(params["aug_p"])]
     if params["gamma"] is not None:
         out += ["--gamma", str(params["gamma"])]
+    # off adds nothing, so that runs from before these params keep their cache keys
+    out += ["--mixed-precision"] if params["mixed_precision"] else []
+    out += XLA if params["xla"] else []
     if params["freeze_d"]:
         out += ["--freeze-d", str(params["freeze_d"])]
     metrics, best = metric_list(params["train_metrics"]), params["keep_best"]
@@ -375,6 +390,7 @@ with DAG(
         reference = params["reference_dataset_ref"]
         cap += ["--reference-data", f"{root}/reference"] if reference else []
         aug, options = train_options(params)
+        xla = XLA if params["xla"] else []
         train = ["--data", f"{root}/dataset", "--out", f"{root}/train",
                  "--config", params["config"], "--total-kimg", str(params["total_kimg"]),
                  "--batch", str(params["batch"]), "--resume", "auto", "--aug", aug,
@@ -387,11 +403,12 @@ with DAG(
                               "pretrained" if init_from == INIT_PRETRAINED else "ref"),
                 "init_ref": init_from, "reference_ref": reference,
                 "train": train,
-                "evaluate": ["--data", f"{root}/dataset", "--metrics", metrics, *cap],
+                "evaluate": ["--data", f"{root}/dataset", "--metrics", metrics, *cap,
+                             *xla],
                 "project": ["--target", f"{root}/projection-targets",
                             "--steps", str(params["project_steps"])],
                 "generate": ["--seeds", params["seeds"],
-                             "--truncation-psi", str(params["truncation_psi"])],
+                             "--truncation-psi", str(params["truncation_psi"]), *xla],
                 "seeds": list(parse_seeds(params["seeds"]))}
 
     @task

@@ -29,7 +29,7 @@ def conf(**overrides: Any) -> dict[str, Any]:
             "ada": False, "aug": "none", "augpipe": "bgc", "aug_target": 0.6, "aug_p": None,
             "ada_kimg": 500,
             "init_from": None, "freeze_d": 0, "gamma": None, "train_metrics": "",
-            "keep_best": None, "tick_kimg": 0.05, "snapshot_ticks": 1, "metrics": "swd",
+            "keep_best": None, "mixed_precision": False, "xla": False, "tick_kimg": 0.05, "snapshot_ticks": 1, "metrics": "swd",
             "metric_images": 16, "reference_dataset_ref": None, "seeds": "1",
             "truncation_psi": 0.5, "profiles": CPU, "tags": [], "git_commit": None,
             "cache": True, "recompute": [], **overrides}
@@ -139,6 +139,9 @@ BASE_TRAIN = ["--config", "small", "--total-kimg", "0.1", "--batch", "8", "--res
                  id="metrics-keep-best"),
     pytest.param({"train_metrics": ["swd", "kid50k_full"], "metric_images": None},
                  ["--metrics", "swd,kid50k_full"], id="metrics-from-the-form-uncapped"),
+    pytest.param({"mixed_precision": True}, ["--mixed-precision"], id="mixed-precision"),
+    pytest.param({"xla": True, "mixed_precision": True}, ["--mixed-precision", "--xla"],
+                 id="xla-mixed-precision"),
 ])
 def test_params_become_train_flags(dagbag: Any, overrides: dict[str, Any],
                                    extra: list[str]) -> None:
@@ -146,6 +149,18 @@ def test_params_become_train_flags(dagbag: Any, overrides: dict[str, Any],
     aug = "ada" if overrides.get("ada") else overrides.get("aug", "none")
     want = [*BASE_TRAIN[:9], aug, *BASE_TRAIN[10:], *extra]
     assert plan["train"][4:] == want
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_xla_reaches_train_evaluate_and_generate_and_off_adds_nothing(
+        dagbag: Any, xla: bool) -> None:
+    plan = plan_of(dagbag, xla=xla)
+    flag = ["--xla"] if xla else []
+    assert plan["train"][-1:] == (flag or ["1"])  # without: --snapshot-ticks 1 ends it
+    assert plan["evaluate"] == ["--data", f"{plan['root']}/dataset", "--metrics", "swd",
+                                "--num-images", "16", *flag]
+    assert plan["generate"] == ["--seeds", "1", "--truncation-psi", "0.5", *flag]
+    assert "--xla" not in plan["project"]
 
 
 @pytest.mark.parametrize(("overrides", "mode", "evaluate_extra"), [
@@ -202,6 +217,8 @@ def test_combinations_that_cannot_work_fail_the_plan_in_one_line(
     pytest.param({"freeze_d": -1}, "freeze_d", id="freeze-d-negative"),
     pytest.param({"freeze_d": 1.5}, "freeze_d", id="freeze-d-fraction"),
     pytest.param({"gamma": -1}, "gamma", id="gamma-negative"),
+    pytest.param({"xla": "yes"}, "xla", id="xla-not-a-boolean"),
+    pytest.param({"mixed_precision": 1}, "mixed_precision", id="mixed-precision-number"),
 ])
 def test_bad_values_are_refused_by_the_schema(dagbag: Any, overrides: dict[str, Any],
                                               param: str) -> None:
