@@ -29,7 +29,8 @@ def conf(**overrides: Any) -> dict[str, Any]:
             "ada": False, "aug": "none", "augpipe": "bgc", "aug_target": 0.6, "aug_p": None,
             "ada_kimg": 500,
             "init_from": None, "freeze_d": 0, "gamma": None, "train_metrics": "",
-            "keep_best": None, "mixed_precision": False, "xla": False, "tick_kimg": 0.05, "snapshot_ticks": 1, "metrics": "swd",
+            "keep_best": None, "mixed_precision": False, "xla": False, "tick_kimg": 0.05,
+            "snapshot_ticks": 1, "metrics": "swd",
             "metric_images": 16, "reference_dataset_ref": None, "seeds": "1",
             "truncation_psi": 0.5, "profiles": CPU, "tags": [], "git_commit": None,
             "cache": True, "recompute": [], **overrides}

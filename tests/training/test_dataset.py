@@ -76,7 +76,7 @@ def test_batches_are_decode_then_shuffle_order(tmp_path: Path, batch: int, seed:
         np.testing.assert_array_equal(a, b)
     # each image is one of the records, whole (the order is a permutation per epoch)
     first = np.concatenate(got)[:COUNT - COUNT % batch]
-    index = [int(round((x[0, 0, 0] + 1) * 127.5)) // 6 for x in first]
+    index = [int(np.rint((x[0, 0, 0] + 1) * 127.5)) // 6 for x in first]
     for x, i in zip(first, index, strict=True):
         np.testing.assert_array_equal(x, nhwc(i))
     assert len(set(index)) == len(index)
