@@ -118,7 +118,11 @@ def compiled_sampler(G: Any, psi: float, *, xla: bool = True) -> Sampler:  # noq
             return G.synthesis(ws, noise_mode="none")
         return G.synthesis(ws, noise=noise)
 
-    return tf.function(sample, jit_compile=True if xla else None)  # type: ignore[no-any-return]
+    if xla:
+        from stylegan_ops.networks.ops import xla_function
+
+        return xla_function(sample)  # type: ignore[no-any-return]
+    return tf.function(sample)  # type: ignore[no-any-return]
 
 
 def synthesize(G: Any, seed: int, psi: float, noise_mode: str,  # noqa: N803

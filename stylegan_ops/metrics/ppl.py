@@ -18,10 +18,12 @@ def path_lengths(network: Any, lpips: Any, n: int, batch: int, seed: int,
     ``xla`` compiles the synthesis (LPIPS is compiled by its own loader)."""
     import tensorflow as tf
 
+    from stylegan_ops.networks.ops import xla_function
+
     def const(ws: Any) -> Any:
         return network.synthesis(ws, noise_mode="const")
 
-    synthesis = tf.function(const, jit_compile=True) if xla else const
+    synthesis = xla_function(const) if xla else const
 
     rng = np.random.RandomState(seed)
     z_dim, res = network.cfg.z_dim, network.cfg.resolution

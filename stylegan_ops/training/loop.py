@@ -10,7 +10,6 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from stylegan_ops.errors import StageError
 from stylegan_ops.fsutil import check_output, dump_json, temp_sibling, write_atomic
 from stylegan_ops.networks.discriminator import Discriminator
 from stylegan_ops.networks.generator import Generator
-from stylegan_ops.networks.ops import state_variable
+from stylegan_ops.networks.ops import state_variable, xla_function
 from stylegan_ops.networks.presets import NetworkConfig, preset
 from stylegan_ops.networks.snapshot import Snapshot, assign
 from stylegan_ops.training import (
@@ -332,9 +331,8 @@ class Trainer:
         tf.random.set_seed(cfg.seed)
         with self.strategy.scope():
             self._build(cfg, net)
-        # compiled here, not by decorators, so that --xla is this trainer's choice; None
-        # (not False) leaves TensorFlow's default when XLA is off
-        compiled = partial(tf.function, jit_compile=True if cfg.xla else None)
+        # compiled here, not by decorators, so that --xla is this trainer's choice
+        compiled = xla_function if cfg.xla else tf.function
         self.d_step = compiled(self._run_d_step)
         self.d_reg_step = compiled(self._run_d_reg_step)
         self.g_step = compiled(self._run_g_step)
