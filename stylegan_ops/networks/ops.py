@@ -91,7 +91,8 @@ def upfirdn2d(x: tf.Tensor, kernel: np.ndarray, up: int = 1, down: int = 1,
         x = tf.pad(x, [[0, 0], [0, 0], [0, up - 1], [0, 0], [0, up - 1], [0, 0]])
         x = tf.reshape(x, [n, h * up, w * up, c])
     x = tf.pad(x, [[0, 0], [pad[0], pad[1]], [pad[0], pad[1]], [0, 0]])
-    if _SEPARABLE_FIR.get() and (taps := _separable(kernel)) is not None:
+    taps = _separable(kernel) if _SEPARABLE_FIR.get() else None
+    if taps is not None:
         return _fir_separable(x, *taps, down)
     # a true convolution: flip the kernel, then filter every channel alike (depthwise)
     k = tf.constant(kernel[::-1, ::-1, None, None], dtype=x.dtype)
