@@ -64,6 +64,7 @@ GEN = ("generate", *NET, "--seeds", "1", "--out", "{d}/gen")
 MIX = ("style-mix", *NET, "--row-seeds", "1", "--col-seeds", "2", "--out", "{d}/mix")
 DL = ("download", "http://127.0.0.1:9/x", "--retries", "0")  # port 9: nothing listens
 EVAL = ("evaluate", *NET, *DATA, "--out", "{d}/eval")
+PROJ = ("project", *NET, "--target", "{d}/adir/inside.txt", "--out", "{d}/proj")
 
 
 def case(id: str, *argv: str, message: str | None = None, **kw: object) -> Case:
@@ -108,6 +109,14 @@ CASES = [
     case("devices-empty", *TRAIN, "--devices", ",", message="--devices"),
     case("devices-junk", *TRAIN, "--devices", "/tpu:x", message="/tpu:x"),
     case("eval-batch-zero", *EVAL, "--batch", "0", message="--batch"),
+    case("project-steps-zero", *PROJ, "--steps", "0", message="--steps"),
+    case("project-steps-huge", *PROJ, "--steps", "100001", message="--steps"),
+    case("project-seed-negative", *PROJ, "--seed", "-1", message="--seed"),
+    case("project-save-frames-past-steps", *PROJ, "--steps", "3", "--save-frames", "4",
+         message="save-frames"),
+    case("project-w-avg-one", *PROJ, "--w-avg-samples", "1", message="--w-avg-samples"),
+    case("project-no-target", *PROJ[:3], "--target", "{d}/nope.png", *PROJ[5:],
+         message="nope.png"),
     case("eval-num-images-one", *EVAL, "--num-images", "1", message="--num-images"),
     case("eval-seed-negative", *EVAL, "--seed", "-1", message="--seed"),
     case("eval-metrics-empty", *EVAL, "--metrics", "", message="metric"),
@@ -216,6 +225,8 @@ CASES = [
     case("mix-out-is-file", *MIX[:-2], "--out", "{d}/afile", message="afile"),
     case("eval-out-is-file", *EVAL[:-2], "--out", "{d}/afile", message="afile"),
     case("eval-out-parent-file", *EVAL[:-2], "--out", "{d}/afile/e", message="afile"),
+    case("project-out-is-file", *PROJ[:-2], "--out", "{d}/afile", message="afile"),
+    case("project-out-parent-file", *PROJ[:-2], "--out", "{d}/afile/p", message="afile"),
     case("import-out-is-file", "import-pkl", "{d}/afile", "--out", "{d}/afile",
          message="afile"),
     case("import-out-parent-file", "import-pkl", "{d}/afile", "--out", "{d}/afile/x",
