@@ -199,22 +199,18 @@ class Evaluation:
                 b = min(self.cfg.batch, n - start)
                 z = rng.randn(b, self.network.cfg.z_dim).astype(np.float32)
                 if self.cfg.xla:
-                    yield to_uint8(self.sampler(tf.constant(z), self._noise(rng, b)).numpy())
-                    bar.update(b)
-                    continue
-                ws = self.network.map(tf.constant(z), psi=self.cfg.truncation_psi)
-                if self.isolated:
-                    noise = [tf.constant(rng.randn(b, 1, *v.shape[2:]).astype(np.float32))
-                             for v in synthesis.noise_vars]
-                    images = synthesis(ws, noise=noise)
+                    images = self.sampler(tf.constant(z), self._noise(rng, b))
                 else:
-                    images = synthesis(ws, noise_mode="random")
+                    ws = self.network.map(tf.constant(z), psi=self.cfg.truncation_psi)
+                    images = (synthesis(ws, noise=self._noise(rng, b)) if self.isolated
+                              else synthesis(ws, noise_mode="random"))
                 yield to_uint8(images.numpy())
                 bar.update(b)
 
     def _noise(self, rng: np.random.RandomState, b: int) -> list[Any]:
-        """The noise inputs of ``b`` fakes, the same numbers the eager path draws: XLA's
-        own random ops would ignore the seed."""
+        """The noise inputs of ``b`` fakes as explicit tensors: from ``rng`` when isolated,
+        else the numbers ``noise_mode="random"`` draws (XLA's own random ops would ignore
+        the seed)."""
         import tensorflow as tf
 
         from stylegan_ops.generate import random_noise
